@@ -1,0 +1,257 @@
+"""The one runner every optimisation-based attack shares.
+
+An attack is data plus pure functions (:class:`Problem`): how to initialise a candidate
+for one victim, the objective to minimise, an optax optimiser, and a projection applied
+after every step. The runner inverts all victims in parallel:
+
+- ``jax.vmap`` over victims *inside* each step, ``lax.scan`` over steps in chunks, the
+  whole chunk jit-compiled once (same shapes every chunk, so no recompiles) with the
+  state buffers donated;
+- per-victim best-so-far tracking and stopping in the carry: a victim that has stopped
+  is frozen (its state no longer changes) while the others go on;
+- host work only between chunks: the progress bar, optional checkpoints, and the early
+  exit once every victim has stopped.
+
+Stopping rule (core paper, section 5.2, after the authors' code): stop a victim when its
+best loss is below ``loss_below``, or when ``patience`` iterations passed without a new
+best loss, or after ``max_iters`` iterations. The returned candidate is the best iterate
+(the one whose own loss was lowest), not the last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+Candidate = Any  # pytree, e.g. {"x": image}
+Victim = Any  # pytree of per-victim data, e.g. {"target": update, "label": y}
+Context = Any  # pytree shared by all victims, e.g. {"params": ...}
+
+STOP_REASONS = ("running", "loss_below", "no_improvement", "max_iters")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoppingRule:
+    """When one victim's optimisation stops.
+
+    Attributes:
+      max_iters: hard limit on iterations (paper: 20,000).
+      loss_below: stop once the best loss is below this (paper: 1e-5).
+      patience: stop after this many iterations without a new best loss (paper: 4,000).
+    """
+
+    max_iters: int = 20_000
+    loss_below: float = 1e-5
+    patience: int = 4_000
+
+    def __post_init__(self):
+        if self.max_iters < 1:
+            raise ValueError(f"max_iters must be >= 1, got {self.max_iters}.")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}.")
+
+
+class Problem(NamedTuple):
+    """An attack as data plus pure functions, for one victim (the runner vmaps them).
+
+    Attributes:
+      init: ``(key, victim, context) -> candidate``.
+      objective: ``(candidate, victim, context, key) -> (loss, aux)``; ``key`` is fresh
+        every step (for attacks that sample randomness they do not know).
+      optimizer: an optax transformation; ``update`` is called with ``value=loss`` so
+        that ``optax.contrib.reduce_on_plateau`` works in the chain.
+      project: ``(candidate, victim, context) -> candidate`` after each step (box
+        constraints, mask clamping).
+    """
+
+    init: Callable[[jax.Array, Victim, Context], Candidate]
+    objective: Callable[[Candidate, Victim, Context, jax.Array], tuple[jax.Array, Any]]
+    optimizer: optax.GradientTransformationExtraArgs
+    project: Callable[[Candidate, Victim, Context], Candidate]
+
+
+class RunnerState(NamedTuple):
+    """The scan carry, one entry per victim (leading axis)."""
+
+    candidate: Candidate
+    opt_state: Any
+    best: Candidate
+    best_loss: jax.Array
+    last_loss: jax.Array
+    since_best: jax.Array
+    iteration: jax.Array
+    stop_reason: jax.Array
+    key_data: jax.Array
+
+
+class AttackResult(NamedTuple):
+    """What an attack returns, per victim (leading axis).
+
+    Attributes:
+      best: the best candidate found (for example ``best["x"]`` the reconstructions).
+      best_loss: the objective at ``best``.
+      iterations: iterations run before the victim stopped.
+      stop_reason: index into :data:`STOP_REASONS`.
+      wall_seconds: wall-clock time of the whole run, compile included.
+      compile_seconds: time of the first chunk's compilation.
+    """
+
+    best: Candidate
+    best_loss: np.ndarray
+    iterations: np.ndarray
+    stop_reason: np.ndarray
+    wall_seconds: float
+    compile_seconds: float
+
+
+def _tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+def init_state(problem: Problem, victims: Victim, context: Context,
+               key: jax.Array) -> RunnerState:
+    """Initial runner state for every victim (vmapped ``problem.init``)."""
+    num_victims = _num_victims(victims)
+    keys = jax.random.split(key, num_victims)
+
+    def one(k, victim):
+        k_init, k_run = jax.random.split(k)
+        candidate = problem.init(k_init, victim, context)
+        inf = jnp.asarray(jnp.inf, jnp.float32)
+        return RunnerState(
+            candidate=candidate,
+            opt_state=problem.optimizer.init(candidate),
+            best=candidate,
+            best_loss=inf,
+            last_loss=inf,
+            since_best=jnp.asarray(0, jnp.int32),
+            iteration=jnp.asarray(0, jnp.int32),
+            stop_reason=jnp.asarray(0, jnp.int32),
+            key_data=jax.random.key_data(k_run),
+        )
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0)))(keys, victims)
+
+
+def make_step(problem: Problem, stopping: StoppingRule):
+    """One optimisation step for one victim; frozen once the victim has stopped."""
+
+    grad_fn = jax.value_and_grad(problem.objective, has_aux=True)
+
+    def step(state: RunnerState, victim: Victim, context: Context) -> RunnerState:
+        key, sub = jax.random.split(jax.random.wrap_key_data(state.key_data))
+        (loss, _), grad = grad_fn(state.candidate, victim, context, sub)
+        improved = loss < state.best_loss
+        best = _tree_where(improved, state.candidate, state.best)
+        best_loss = jnp.where(improved, loss, state.best_loss)
+        since_best = jnp.where(improved, 0, state.since_best + 1)
+        updates, opt_state = problem.optimizer.update(
+            grad, state.opt_state, state.candidate, value=loss)
+        candidate = problem.project(optax.apply_updates(state.candidate, updates), victim,
+                                    context)
+        iteration = state.iteration + 1
+        reason = jnp.where(
+            best_loss < stopping.loss_below, 1,
+            jnp.where(since_best >= stopping.patience, 2,
+                      jnp.where(iteration >= stopping.max_iters, 3, 0)))
+        new = RunnerState(candidate, opt_state, best, best_loss, loss, since_best, iteration,
+                          reason.astype(jnp.int32), jax.random.key_data(key))
+        return _tree_where(state.stop_reason == 0, new, state)
+
+    return step
+
+
+def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int):
+    """``chunk(state, victims, context) -> state`` running ``chunk_size`` vmapped steps."""
+    step = jax.vmap(make_step(problem, stopping), in_axes=(0, 0, None))
+
+    def chunk(state, victims, context):
+        def body(s, _):
+            return step(s, victims, context), None
+        state, _ = lax.scan(body, state, None, length=chunk_size)
+        return state
+
+    return chunk
+
+
+def _num_victims(victims: Victim) -> int:
+    leaves = jax.tree.leaves(victims)
+    if not leaves:
+        raise ValueError("victims is empty: it needs arrays with a leading victim axis.")
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"Every victim array needs the same leading victim axis; found sizes {sizes}.")
+    return sizes.pop()
+
+
+def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
+        stopping: StoppingRule = StoppingRule(), *, chunk_size: int = 100,
+        progress: bool | str = True, checkpoint=None) -> AttackResult:
+    """Runs an attack on all victims in parallel until every victim has stopped.
+
+    Args:
+      problem: the attack (:class:`Problem`).
+      victims: per-victim data, every leaf with a leading victim axis.
+      context: data shared by all victims (model parameters, bounds).
+      key: PRNG key; the same key gives the same reconstructions.
+      stopping: the :class:`StoppingRule`.
+      chunk_size: steps per compiled chunk; host work happens only between chunks.
+      progress: show a tqdm bar (a string is used as its description).
+      checkpoint: optional :class:`jgi.attacks.checkpoint.AttackCheckpoint`; the state
+        is restored from it if present and saved to it between chunks.
+
+    Returns:
+      An :class:`AttackResult`.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    start = time.perf_counter()
+    state = init_state(problem, victims, context, key)
+    if checkpoint is not None:
+        state = checkpoint.restore(state)
+    chunk = jax.jit(make_chunk(problem, stopping, chunk_size), donate_argnums=(0,))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+        bar = tqdm(total=stopping.max_iters, desc=progress if isinstance(progress, str)
+                   else "attack", unit="it", dynamic_ncols=True, leave=True)
+        bar.update(int(jnp.max(state.iteration)))
+    compile_seconds = 0.0
+    first = True
+    try:
+        while bool(jnp.any(state.stop_reason == 0)):
+            t0 = time.perf_counter()
+            if first:
+                compiled = chunk.lower(state, victims, context).compile()
+                compile_seconds = time.perf_counter() - t0
+                first = False
+            state = compiled(state, victims, context)
+            if bar is not None:
+                done_iter = int(jnp.max(state.iteration))
+                running = int(jnp.sum(state.stop_reason == 0))
+                bar.set_postfix(running=running, loss=f"{float(jnp.mean(state.best_loss)):.4g}",
+                                refresh=False)
+                bar.update(done_iter - bar.n)
+            if checkpoint is not None:
+                checkpoint.maybe_save(state)
+    finally:
+        if bar is not None:
+            bar.close()
+    best = jax.tree.map(np.asarray, state.best)
+    return AttackResult(
+        best=best,
+        best_loss=np.asarray(state.best_loss),
+        iterations=np.asarray(state.iteration),
+        stop_reason=np.asarray(state.stop_reason),
+        wall_seconds=time.perf_counter() - start,
+        compile_seconds=compile_seconds,
+    )

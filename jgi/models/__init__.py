@@ -1,0 +1,31 @@
+"""Models as pure ``init``/``apply`` functions (see :mod:`jgi.models.interface`).
+
+``MODELS`` maps a name to a factory; ``get(name, **options)`` builds one with a clear
+error for unknown names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from jgi.models.cnn import cnn
+from jgi.models.interface import Model, Noise, Params, no_noise
+
+MODELS: dict[str, Callable[..., Model]] = {
+    "cnn": cnn,
+}
+
+
+def get(name: str, **options: Any) -> Model:
+    """Builds the registered model ``name`` with ``options``.
+
+    Raises:
+      ValueError: for an unknown name, listing the valid ones.
+    """
+    factory = MODELS.get(name)
+    if factory is None:
+        raise ValueError(f"Unknown model {name!r}. Valid models: {', '.join(sorted(MODELS))}.")
+    return factory(**options)
+
+
+__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "get", "no_noise"]

@@ -1,0 +1,144 @@
+import os
+
+import numpy as np
+import pytest
+
+from jgi import data
+from jgi.data import datasets
+
+
+def _check_dataset(ds, shape):
+    assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
+    assert ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
+    assert ds.x_train.shape[1:] == shape and ds.x_test.shape[1:] == shape
+    assert len(ds.x_train) == len(ds.y_train) and len(ds.x_test) == len(ds.y_test)
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.x_train.max() == 1.0  # real images reach full intensity
+    assert set(np.unique(ds.y_train)) == set(range(10))
+
+
+def test_embedded_samples_are_real_images(mnist_sample, cifar_sample):
+    _check_dataset(mnist_sample, (28, 28, 1))
+    _check_dataset(cifar_sample, (32, 32, 3))
+    assert mnist_sample.source == "embedded"
+    # First official MNIST training labels (5, 0, 4, 1, 9, 2, 1, 3, 1, 4): real data, in order.
+    np.testing.assert_array_equal(mnist_sample.y_train[:10], [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])
+    # First official CIFAR-10 training labels: frog, truck, truck, deer, automobile.
+    np.testing.assert_array_equal(cifar_sample.y_train[:5], [6, 9, 9, 4, 1])
+    # Real digits are mostly background: the embedded mean is close to the published one.
+    assert abs(mnist_sample.x_train.mean() - 0.1307) < 0.01
+
+
+def test_embedded_sample_matches_reference_file(reference_data_dir, mnist_sample):
+    full = data.load("mnist", data_dir=reference_data_dir, verify=False)
+    n = len(mnist_sample.y_train)
+    np.testing.assert_array_equal(full.x_train[:n], mnist_sample.x_train)
+    np.testing.assert_array_equal(full.y_test[:len(mnist_sample.y_test)], mnist_sample.y_test)
+
+
+def test_reference_files_load_and_verify(reference_data_dir):
+    ds = data.load("mnist", data_dir=reference_data_dir)
+    assert ds.source == "dir" and ds.x_train.shape == (60000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(ds.y_test), [980, 1135, 1032, 1010, 982, 892,
+                                                           958, 1028, 974, 1009])
+
+
+def test_data_dir_from_environment(reference_data_dir, monkeypatch):
+    monkeypatch.setenv("JGI_DATA_DIR", str(reference_data_dir))
+    assert data.load("mnist", verify=False).source == "dir"
+
+
+def _write_fake_mnist(folder, **overrides):
+    arrays = {"x_train": np.zeros((20, 28, 28), np.uint8), "y_train": np.arange(20) % 10,
+              "x_test": np.zeros((5, 28, 28), np.uint8), "y_test": np.arange(5)}
+    arrays.update(overrides)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(folder / "mnist.npz", **arrays)
+    return folder / "mnist.npz"
+
+
+def test_corrupt_reference_file_is_refused(tmp_path):
+    path = _write_fake_mnist(tmp_path)
+    with pytest.raises(data.DataError) as err:
+        data.load("mnist", data_dir=tmp_path)
+    msg = str(err.value)
+    assert str(path) in msg and "sha256" in msg
+    assert datasets.DATASETS["mnist"].sha256 in msg  # what was expected
+    assert "--data-source=embedded" in msg  # the options
+
+
+def test_unverified_file_with_wrong_shape_names_key_and_shapes(tmp_path):
+    _write_fake_mnist(tmp_path, x_train=np.zeros((20, 32, 32), np.uint8))
+    with pytest.raises(data.DataError, match=r"x_train.*\(N, 28, 28, 1\).*\(20, 32, 32, 1\)"):
+        data.load("mnist", data_dir=tmp_path, verify=False)
+
+
+def test_missing_key_is_named(tmp_path):
+    _write_fake_mnist(tmp_path, y_test=None)
+    with pytest.raises(data.DataError, match="y_test"):
+        data.load("mnist", data_dir=tmp_path, verify=False)
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path = _write_fake_mnist(tmp_path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(data.DataError, match="could not be read"):
+        data.load("mnist", data_dir=tmp_path, verify=False)
+
+
+def test_missing_file_and_missing_directory(tmp_path):
+    with pytest.raises(data.DataError, match=r"mnist\.npz does not exist"):
+        data.load("mnist", data_dir=tmp_path)
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load("mnist", data_dir=tmp_path / "nope")
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(data.DataError, match="cifar10, mnist"):
+        data.load("imagenet")
+    with pytest.raises(data.DataError, match="auto, dir, tfds, embedded"):
+        data.load("mnist", source="s3")
+
+
+def test_bad_labels_are_refused(tmp_path):
+    _write_fake_mnist(tmp_path, y_train=np.full(20, 12))
+    with pytest.raises(data.DataError, match=r"0\.\.9"):
+        data.load("mnist", data_dir=tmp_path, verify=False)
+
+
+def test_tfds_source_with_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=7):
+        ds = data.load("mnist", source="tfds", download=False)
+    assert ds.source == "tfds"
+    assert ds.x_train.shape == (7, 28, 28, 1) and ds.x_train.dtype == np.float32
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.y_train.dtype == np.int32
+
+
+def test_auto_falls_back_to_embedded_when_tfds_fails(monkeypatch, caplog):
+    monkeypatch.delenv("JGI_DATA_DIR", raising=False)
+
+    def offline(info, download=True):
+        raise data.DataError("tensorflow-datasets could not provide 'mnist' (offline).")
+
+    monkeypatch.setattr(datasets, "load_tfds", offline)
+    ds = data.load("mnist")
+    assert ds.source == "embedded"
+    assert "offline" in caplog.text
+
+
+def test_normalisation_round_trip_and_bounds(mnist_sample):
+    info = mnist_sample.info
+    x = mnist_sample.x_train[:4]
+    np.testing.assert_allclose(data.denormalize(data.normalize(x, info), info), x, atol=1e-6)
+    lower, upper = data.input_bounds(info)
+    z = data.normalize(x, info)
+    assert np.all(z >= lower - 1e-6) and np.all(z <= upper + 1e-6)
+
+
+def test_no_hidden_download_folder_needed(tmp_path, monkeypatch):
+    # The embedded source never touches the network or the tfds folder.
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    data.load("cifar10", source="embedded")
+    assert not os.listdir(tmp_path)

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from jgi import metrics
+
+
+def _gaussian_ssim_reference(a, b, size=11, sigma=1.5, k1=0.01, k2=0.03):
+    """Straightforward SSIM of two single-channel images: Gaussian window, valid region."""
+    half = size // 2
+    g = np.exp(-0.5 * ((np.arange(size) - half) / sigma) ** 2)
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = k1 ** 2, k2 ** 2
+    values = []
+    for i in range(a.shape[0] - size + 1):
+        for j in range(a.shape[1] - size + 1):
+            pa, pb = a[i:i + size, j:j + size], b[i:i + size, j:j + size]
+            ma, mb = (w * pa).sum(), (w * pb).sum()
+            va = (w * pa * pa).sum() - ma ** 2
+            vb = (w * pb * pb).sum() - mb ** 2
+            cov = (w * pa * pb).sum() - ma * mb
+            values.append(((2 * ma * mb + c1) * (2 * cov + c2))
+                          / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    return float(np.mean(values))
+
+
+def test_ssim_of_constant_images_has_the_closed_form():
+    a = np.full((1, 16, 16, 1), 0.2, np.float32)
+    b = np.full((1, 16, 16, 1), 0.6, np.float32)
+    # Zero variances: SSIM = (2 u v + C1) / (u^2 + v^2 + C1) = 0.2401 / 0.4001 = 0.60010.
+    # float32 E[x^2] - E[x]^2 cancellation moves it by ~6e-5 (exact in float64).
+    assert metrics.ssim(a, b)[0] == pytest.approx(0.2401 / 0.4001, abs=2e-4)
+    assert metrics.ssim(a, a)[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_matches_an_independent_gaussian_window_implementation():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(size=(14, 15)).astype(np.float32)
+    b = np.clip(a + 0.2 * rng.normal(size=a.shape), 0, 1).astype(np.float32)
+    expected = _gaussian_ssim_reference(a.astype(np.float64), b.astype(np.float64))
+    got = metrics.ssim(a[None, ..., None], b[None, ..., None])[0]
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert 0.1 < expected < 0.9  # a case that is neither trivial nor degenerate
+
+
+def test_ssim_averages_channels_and_is_per_image():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(size=(3, 16, 16, 3)).astype(np.float32)
+    b = rng.uniform(size=(3, 16, 16, 3)).astype(np.float32)
+    per_image = metrics.ssim(a, b)
+    assert per_image.shape == (3,)
+    per_channel = [metrics.ssim(a[:1, ..., c:c + 1], b[:1, ..., c:c + 1])[0] for c in range(3)]
+    assert per_image[0] == pytest.approx(np.mean(per_channel), abs=1e-5)
+
+
+def test_psnr_mse_and_asr():
+    a = np.zeros((2, 8, 8, 1), np.float32)
+    b = np.full((2, 8, 8, 1), 0.1, np.float32)
+    np.testing.assert_allclose(metrics.mse(a, b), [0.01, 0.01], rtol=1e-5)
+    np.testing.assert_allclose(metrics.psnr(a, b), [20.0, 20.0], rtol=1e-5)
+    assert metrics.attack_success_rate([0.9, 0.5, 0.51, 0.1]) == 0.5  # strictly above 0.5
+    summary = metrics.summarize(a, b)
+    assert summary["asr"] == 0.0 and len(summary["per_victim_ssim"]) == 2
+
+
+def test_shape_mismatch_is_explained():
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        metrics.ssim(np.zeros((1, 8, 8, 1)), np.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="no victims"):
+        metrics.attack_success_rate([])
