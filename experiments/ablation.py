@@ -1,15 +1,18 @@
-"""Attack a client's updates and report reconstruction quality in the paper's table layout.
+"""Attack a client's defended updates and report privacy in the paper's table layout.
 
     python -m experiments.ablation --model=cnn --dataset=mnist --out=runs/cnn_mnist
-    python -m experiments.ablation --preset=smoke --out=/tmp/smoke
+    python -m experiments.ablation --defenses=dp,cvb --out=runs/dp_cvb
+    python -m experiments.ablation --defenses=all --preset=smoke    # the 24 stacks
     python -m experiments.ablation            # no flags: the quick demo (smoke preset)
 
 Pipeline (core paper, section 5): load the data -> 10 IID clients -> 128 victims from
-client 0 -> each victim's update (batch size 1, one step, randomly initialised model)
--> the attack inverts all victims in parallel -> SSIM/PSNR/MSE/ASR -> one row appended
-to ``results.jsonl``, ``table.md`` (Table 4 layout) and ``reconstructions.png``.
+client 0 -> for every defense stack, each victim's update (batch size 1, one step,
+randomly initialised model, the client's own randomness) -> the attack inverts all
+victims in parallel -> SSIM/PSNR/MSE/ASR -> one row per stack appended to
+``results.jsonl``, ``table.md`` (Table 4 layout) and ``reconstructions.png`` (one
+stack: all victims; several stacks: a few victims per stack, like the paper's Fig. 2).
 
-A finished row is never recomputed: rerunning the same command prints it again. An
+A finished row is never recomputed: rerunning the same command reuses it. An
 interrupted attack resumes from its last checkpoint (saved about every minute under
 ``<out>/checkpoints``).
 """
@@ -29,24 +32,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, figures, fl, metrics, models, results, tables
-from jgi.attacks import AttackCheckpoint, STOP_REASONS, ig
+from jgi import data, defenses, figures, fl, metrics, models, results, tables
+from jgi.attacks import STOP_REASONS, AttackCheckpoint, ig
 from jgi.attacks.labels import idlg_labels
+from jgi.defenses import input_encoding
 
 LABEL_MODES = ("known", "idlg")
 
 
 @dataclasses.dataclass(frozen=True)
 class AblationConfig:
-    """One ablation row's settings (defaults: the core paper's).
+    """One ablation run's settings (defaults: the core paper's).
 
     Attributes:
       model: registry name (``jgi.models.MODELS``).
       dataset: ``jgi.data.DATASETS`` name.
+      stacks: the defense stacks to evaluate, each a tuple of defense names.
       attack: attack name (``jgi.attacks.ATTACKS``).
       victims: number of victim images (paper: 128).
-      seed: one seed for split, victims, model initialisation and attack.
+      seed: one seed for split, victims, model initialisation, client and attack.
       labels: "known" (paper) or "idlg" (recovered from the classifier gradient).
+      dropout_rate, dp, prune_rate: defense settings (paper: 0.25, tau 20 / sigma 1e-4,
+        0.5).
       num_clients, val_fraction, victim_client: the federated split (paper: 10, 0.1, 0).
       ig: the attack's hyperparameters.
       preset: the preset the settings came from (recorded only).
@@ -56,10 +63,14 @@ class AblationConfig:
 
     model: str = "cnn"
     dataset: str = "mnist"
+    stacks: tuple[tuple[str, ...], ...] = ((),)
     attack: str = "ig"
     victims: int = 128
     seed: int = 0
     labels: str = "known"
+    dropout_rate: float = defenses.stack.PAPER_DROPOUT_RATE
+    dp: defenses.DPConfig = defenses.stack.PAPER_DP
+    prune_rate: float = defenses.stack.PAPER_PRUNE_FRACTION
     num_clients: int = 10
     val_fraction: float = 0.1
     victim_client: int = 0
@@ -69,6 +80,10 @@ class AblationConfig:
     data_source: str = "auto"
     verify: bool = True
     progress: bool = True
+
+    def stack(self, names: Sequence[str]) -> defenses.DefenseStack:
+        return defenses.from_names(names, dropout=self.dropout_rate, dp=self.dp,
+                                   prune=self.prune_rate)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -88,10 +103,44 @@ def _device_description() -> str:
         f" ({os.cpu_count()} host cores)" if d.platform == "cpu" else "")
 
 
-def _identity(config: AblationConfig, dataset: data.Dataset, model: models.Model) -> dict:
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Victims:
+    """The victim set and what the client draws from (shared by every stack)."""
+
+    idx: np.ndarray
+    originals: np.ndarray  # [0, 1]
+    x: jax.Array  # normalised
+    y: jax.Array
+    pool_x: jax.Array  # the victim client's training images, normalised (input encodings)
+    pool_y: jax.Array
+    keys: dict
+
+
+def _victims(config: AblationConfig, dataset: data.Dataset) -> _Victims:
+    key = jax.random.key(config.seed)
+    keys = {name: jax.random.fold_in(key, i) for i, name in
+            enumerate(("split", "victims", "model", "attack", "client", "encoding"))}
+    split = fl.iid_split(keys["split"], len(dataset.y_train), config.num_clients,
+                         config.val_fraction)
+    idx = fl.sample_victims(keys["victims"], split, config.victims, config.victim_client)
+    pool = split.train_idx[config.victim_client]
+    info = dataset.info
+    return _Victims(idx=idx, originals=dataset.x_train[idx],
+                    x=jnp.asarray(data.normalize(dataset.x_train[idx], info)),
+                    y=jnp.asarray(dataset.y_train[idx]),
+                    pool_x=jnp.asarray(data.normalize(dataset.x_train[pool], info)),
+                    pool_y=jnp.asarray(dataset.y_train[pool]), keys=keys)
+
+
+def _identity(config: AblationConfig, dataset: data.Dataset, model: models.Model,
+              stack: defenses.DefenseStack) -> dict:
     """Everything that decides a row's numbers (and nothing that does not)."""
     return {
-        "model": model.describe(), "dataset": config.dataset, "defenses": [],
+        "model": model.describe(), "dataset": config.dataset, "defenses": stack.describe(),
         "attack": config.attack, "seed": config.seed, "victims": config.victims,
         "labels": config.labels, "num_clients": config.num_clients,
         "val_fraction": config.val_fraction, "victim_client": config.victim_client,
@@ -100,93 +149,104 @@ def _identity(config: AblationConfig, dataset: data.Dataset, model: models.Model
     }
 
 
-def _print(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def run(config: AblationConfig, workdir: str | os.PathLike) -> dict[str, Any]:
-    """Runs one ablation row (or reuses it when ``workdir`` already holds it).
+def run(config: AblationConfig, workdir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Runs (or reuses) one row per defense stack of ``config``.
 
     Args:
       config: the :class:`AblationConfig`.
-      workdir: output folder for results.jsonl, table.md, reconstructions.png,
+      workdir: output folder for results.jsonl, table.md/.csv, reconstructions.png,
         per-row reconstructions and attack checkpoints.
 
     Returns:
-      The row as written to ``results.jsonl``.
+      The rows, in the order of ``config.stacks``.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if config.labels not in LABEL_MODES:
         raise ValueError(f"Unknown label mode {config.labels!r}; valid: {', '.join(LABEL_MODES)}.")
+    stacks = [config.stack(names) for names in config.stacks]  # validates every stack first
+    for stack in stacks:
+        models.get(config.model, **stack.model_options())  # refuses impossible placements
+        if stack.encoding is not None and config.labels == "idlg":
+            raise ValueError("--labels=idlg assumes one-hot labels; it cannot be combined "
+                             f"with {stack.encoding.kind}, whose labels are mixed.")
 
     dataset = data.load(config.dataset, data_dir=config.data_dir, source=config.data_source,
                         verify=config.verify)
-    info = dataset.info
     _print(f"data:   {dataset.describe()}")
-    model = models.get(config.model, num_classes=info.num_classes)
-    identity = _identity(config, dataset, model)
-    rid = results.row_id(identity)
-    results_path = workdir / "results.jsonl"
-    recon_dir = workdir / "reconstructions"
+    victims = _victims(config, dataset)
+    rows = []
+    for n, stack in enumerate(stacks, 1):
+        model = models.get(config.model, num_classes=dataset.info.num_classes,
+                           **stack.model_options())
+        identity = _identity(config, dataset, model, stack)
+        rid = results.row_id(identity)
+        existing = [r for r in results.read_rows(workdir / "results.jsonl")
+                    if r.get("row_id") == rid]
+        label = ", ".join(stack.names) or "no defense"
+        if existing:
+            _print(f"[{n}/{len(stacks)}] {label}: row {rid} is already in "
+                   f"{workdir / 'results.jsonl'}; reusing it.")
+            rows.append(existing[-1])
+            continue
+        _print(f"[{n}/{len(stacks)}] {label}")
+        rows.append(_attack_row(config, dataset, victims, model, stack, identity, rid, workdir))
+    _write_outputs(workdir, rows)
+    return rows
 
-    existing = [r for r in results.read_rows(results_path) if r.get("row_id") == rid]
-    if existing:
-        row = existing[-1]
-        _print(f"row {rid} is already in {results_path}; reusing it (delete the row to rerun).")
-    else:
-        row = _attack_row(config, dataset, model, identity, rid, workdir)
-    _write_outputs(workdir, row)
-    return row
 
-
-def _attack_row(config, dataset, model, identity, rid, workdir) -> dict[str, Any]:
+def _attack_row(config, dataset, victims, model, stack, identity, rid, workdir) -> dict:
     info = dataset.info
-    key = jax.random.key(config.seed)
-    k_split, k_victims, k_model, k_attack = (jax.random.fold_in(key, i) for i in range(4))
-    split = fl.iid_split(k_split, len(dataset.y_train), config.num_clients, config.val_fraction)
-    idx = fl.sample_victims(k_victims, split, config.victims, config.victim_client)
-    originals = dataset.x_train[idx]
-    x = jnp.asarray(data.normalize(originals, info))
-    y = jnp.asarray(dataset.y_train[idx])
-    params = model.init(k_model, info.image_shape)
-    updates = jax.jit(lambda p, xs, ys: fl.victim_updates(model, p, xs, ys, {}))(params, x, y)
+    keys = victims.keys
+    params = model.init(keys["model"], info.image_shape)
+    randomness = fl.sample_victim_randomness(keys["client"], model, params, stack,
+                                             info.image_shape, config.victims)
+    x, y_used = victims.x, victims.y
+    if stack.encoding is not None:
+        mixing = input_encoding.sample_mixing(keys["encoding"], stack.encoding, config.victims,
+                                              len(victims.pool_y), info.image_shape)
+        nc = info.num_classes
+        x, y_used = input_encoding.encode(x, fl.client.one_hot(victims.y, nc), victims.pool_x,
+                                          fl.client.one_hot(victims.pool_y, nc), mixing)
+    updates = jax.jit(lambda p, xs, ys, r: fl.victim_updates(model, p, xs, ys, r, stack))(
+        params, x, y_used, randomness)
 
     if config.labels == "idlg":
         labels = idlg_labels(updates, model.classifier)
-        label_accuracy = float(jnp.mean(labels == y))
+        label_accuracy = float(jnp.mean(labels == victims.y))
         _print(f"labels: recovered with iDLG, {100 * label_accuracy:.1f}% correct")
     else:
-        labels, label_accuracy = y, None
-        _print("labels: known to the attacker (paper's setting)")
+        labels, label_accuracy = y_used, None
 
     cfg = config.ig
     _print(f"attack: {config.attack.upper()} on {config.victims} victims of client "
-           f"{config.victim_client}, {model.name} ({info.name}), up to {cfg.max_iters} "
-           f"iterations, device {_device_description()}")
+           f"{config.victim_client}, {model.name} ({info.name}), defenses "
+           f"{stack.names or 'none'}, up to {cfg.max_iters} iterations, "
+           f"device {_device_description()}")
     checkpoint = AttackCheckpoint(workdir / "checkpoints" / rid)
     result = ig.reconstruct(
-        model, params, updates, labels, k_attack, cfg, input_shape=info.image_shape,
+        model, params, updates, labels, keys["attack"], cfg, input_shape=info.image_shape,
         bounds=data.input_bounds(info),
-        progress=f"{config.attack} {info.name}" if config.progress else False,
+        progress=f"{config.attack} {'+'.join(stack.names) or 'none'}" if config.progress
+        else False,
         checkpoint=checkpoint)
     if checkpoint.restored_iteration is not None:
         _print(f"resumed from the checkpoint at iteration {checkpoint.restored_iteration}")
     recon = np.clip(data.denormalize(result.best["x"], info), 0.0, 1.0)
-    summary = metrics.summarize(originals, recon)
+    summary = metrics.summarize(victims.originals, recon)
 
     recon_dir = workdir / "reconstructions"
     recon_dir.mkdir(exist_ok=True)
-    np.savez_compressed(recon_dir / f"{rid}.npz", originals=originals, reconstructions=recon,
-                        ssim=np.asarray(summary["per_victim_ssim"]), labels=np.asarray(y),
-                        victim_indices=idx)
+    np.savez_compressed(recon_dir / f"{rid}.npz", originals=victims.originals,
+                        reconstructions=recon, ssim=np.asarray(summary["per_victim_ssim"]),
+                        labels=np.asarray(victims.y), victim_indices=victims.idx)
     stop_counts = {name: int(np.sum(result.stop_reason == i))
                    for i, name in enumerate(STOP_REASONS) if np.any(result.stop_reason == i)}
     row = {
         "row_id": rid,
         "model": config.model,
         "dataset": config.dataset,
-        "defenses": [],
+        "defenses": stack.names,
         "attack": config.attack,
         "seed": config.seed,
         "n_victims": config.victims,
@@ -199,7 +259,7 @@ def _attack_row(config, dataset, model, identity, rid, workdir) -> dict[str, Any
         "stop_reasons": stop_counts,
         "best_loss_mean": float(np.mean(result.best_loss)),
         "label_accuracy": label_accuracy,
-        "victim_indices": [int(i) for i in idx],
+        "victim_indices": [int(i) for i in victims.idx],
         "wall_seconds": result.wall_seconds,
         "compile_seconds": result.compile_seconds,
         "device": _device_description(),
@@ -209,34 +269,53 @@ def _attack_row(config, dataset, model, identity, rid, workdir) -> dict[str, Any
     }
     results.append_row(workdir / "results.jsonl", row)
     checkpoint.clear()
+    _print(f"        SSIM {row['ssim_mean']:.3f} (± {row['ssim_std']:.3f}), "
+           f"ASR {100 * row['asr']:.2f}%, {row['wall_seconds']:.0f} s")
     return row
 
 
-def _write_outputs(workdir: Path, row: dict[str, Any]) -> None:
-    rows = results.read_rows(workdir / "results.jsonl")
+def _write_outputs(workdir: Path, rows: list[dict[str, Any]]) -> None:
+    all_rows = results.read_rows(workdir / "results.jsonl")
     header = (
         "# Reconstruction results\n\n"
         f"Rows of `{workdir / 'results.jsonl'}`. SSIM: mean (± std) over victims; ASR: share "
         "of victims with SSIM > 0.5. The paper columns are the core paper's Table 4 (CNN, "
-        "128 victims, its CDIA attack, which equals IG when no defense is used).\n\n"
-    )
-    results.write_text(workdir / "table.md", header + tables.markdown_table(rows))
-    results.write_text(workdir / "table.csv", tables.csv_table(rows))
-    npz = workdir / "reconstructions" / f"{row['row_id']}.npz"
-    if npz.exists():
-        with np.load(npz) as d:
-            title = (f"{row['attack'].upper()} on {row['model']} / {row['dataset']}, defenses: "
-                     f"{', '.join(row['defenses']) or 'none'}; SSIM {row['ssim_mean']:.2f}, "
-                     f"ASR {100 * row['asr']:.1f}%")
-            figures.reconstruction_grid(d["originals"], d["reconstructions"], d["ssim"],
-                                        workdir / "reconstructions.png", title=title)
+        "128 victims, attacked with its CDIA, which equals IG when no defense is used).\n\n")
+    results.write_text(workdir / "table.md", header + tables.markdown_table(all_rows))
+    results.write_text(workdir / "table.csv", tables.csv_table(all_rows))
+    loaded = []
+    for row in rows:
+        npz = workdir / "reconstructions" / f"{row['row_id']}.npz"
+        if npz.exists():
+            with np.load(npz) as d:
+                loaded.append((row, d["originals"], d["reconstructions"], d["ssim"]))
+    png = workdir / "reconstructions.png"
+    if len(loaded) == 1:
+        row, originals, recon, ssim = loaded[0]
+        title = (f"{row['attack'].upper()} on {row['model']} / {row['dataset']}, defenses: "
+                 f"{', '.join(row['defenses']) or 'none'}; SSIM {row['ssim_mean']:.2f}, "
+                 f"ASR {100 * row['asr']:.1f}%")
+        figures.reconstruction_grid(originals, recon, ssim, png, title=title)
+    elif loaded:
+        columns = [(figures.stack_label(r["defenses"]), rec, s) for r, _, rec, s in loaded]
+        first = loaded[0][0]
+        figures.stack_grid(columns, loaded[0][1], png,
+                           title=f"{first['attack'].upper()} on {first['model']} / "
+                                 f"{first['dataset']}: one column per defense stack")
     _print("")
-    _print(tables.markdown_table([row]))
-    _print(f"SSIM {row['ssim_mean']:.3f} (± {row['ssim_std']:.3f}), ASR {100 * row['asr']:.2f}%, "
-           f"PSNR {row['psnr_mean']:.2f} dB, mean iterations {row['iterations_mean']:.0f}, "
-           f"{row['wall_seconds']:.1f} s")
-    _print(f"wrote {workdir / 'results.jsonl'}, {workdir / 'table.md'}, "
-           f"{workdir / 'reconstructions.png'}")
+    _print(tables.markdown_table(rows))
+    _print(f"wrote {workdir / 'results.jsonl'}, {workdir / 'table.md'}, {png}")
+
+
+def parse_stacks(spec: str) -> tuple[tuple[str, ...], ...]:
+    """``all`` -> the 24 ablation stacks; ``table5`` -> Table 5's; else stacks separated
+    by ';', defenses by ',' (``none`` for no defense)."""
+    spec = spec.strip()
+    if spec == "all":
+        return tuple(tuple(s) for s in defenses.ablation_stacks())
+    if spec == "table5":
+        return tuple(tuple(s) for s in defenses.stack.TABLE5_STACKS)
+    return tuple(tuple(defenses.parse_names(part)) for part in spec.split(";"))
 
 
 def build_config(args: argparse.Namespace) -> AblationConfig:
@@ -249,9 +328,12 @@ def build_config(args: argparse.Namespace) -> AblationConfig:
     if overrides:
         attack_cfg = dataclasses.replace(attack_cfg, **overrides)
     return AblationConfig(
-        model=args.model, dataset=args.dataset, attack=args.attack,
+        model=args.model, dataset=args.dataset, stacks=parse_stacks(args.defenses),
+        attack=args.attack,
         victims=args.victims if args.victims is not None else preset["victims"],
-        seed=args.seed, labels=args.labels, ig=attack_cfg, preset=args.preset,
+        seed=args.seed, labels=args.labels, dropout_rate=args.dropout_rate,
+        dp=defenses.DPConfig(clip_norm=args.dp_clip, noise_multiplier=args.dp_sigma),
+        prune_rate=args.prune_rate, ig=attack_cfg, preset=args.preset,
         data_dir=args.data_dir, data_source=args.data_source, verify=not args.no_verify,
         progress=not args.no_progress)
 
@@ -259,10 +341,14 @@ def build_config(args: argparse.Namespace) -> AblationConfig:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.ablation",
-        description="Gradient inversion on a federated client's updates, reported in the "
-                    "layout of the core paper's Table 4.")
+        description="Gradient inversion on a federated client's (defended) updates, "
+                    "reported in the layout of the core paper's Table 4.")
     parser.add_argument("--model", default="cnn", choices=sorted(models.MODELS))
     parser.add_argument("--dataset", default="mnist", choices=sorted(data.DATASETS))
+    parser.add_argument("--defenses", default="none",
+                        help="'none', a stack like 'dp,cvb', several stacks separated by "
+                             "';', 'all' (the paper's 24) or 'table5'. Defenses: "
+                             + ", ".join(defenses.DEFENSE_NAMES))
     parser.add_argument("--attack", default="ig", choices=["ig"])
     parser.add_argument("--victims", type=int, default=None,
                         help="victim images (paper preset: 128; smoke: 8)")
@@ -273,6 +359,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="attack learning rate (1)")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="iterations per compiled chunk (100)")
+    parser.add_argument("--dropout-rate", type=float, default=defenses.stack.PAPER_DROPOUT_RATE)
+    parser.add_argument("--dp-clip", type=float, default=defenses.stack.PAPER_DP.clip_norm,
+                        help="DP-SGD clipping norm tau (20)")
+    parser.add_argument("--dp-sigma", type=float,
+                        default=defenses.stack.PAPER_DP.noise_multiplier,
+                        help="DP-SGD noise multiplier sigma (1e-4; Table 1 uses 1e-3)")
+    parser.add_argument("--prune-rate", type=float,
+                        default=defenses.stack.PAPER_PRUNE_FRACTION,
+                        help="gradient pruning fraction (0.5; Table 2 uses 0.9-0.99)")
     parser.add_argument("--labels", default="known", choices=LABEL_MODES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
@@ -309,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print(f"config: {json.dumps(dataclasses.asdict(config), default=str)}")
     try:
         run(config, out)
-    except data.DataError as e:
+    except (data.DataError, ValueError) as e:
         _print(f"error: {e}")
         return 2
     except KeyboardInterrupt:

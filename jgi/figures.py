@@ -59,3 +59,54 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def stack_grid(columns: Sequence[tuple[str, np.ndarray, Sequence[float]]],
+               originals: np.ndarray, path: str | os.PathLike, *, title: str = "",
+               max_victims: int = 4) -> None:
+    """One example reconstruction per defense stack, like the core paper's Figure 2.
+
+    Args:
+      columns: (label, reconstructions (N, H, W, C), per-image SSIM) per stack.
+      originals: the victims (N, H, W, C), the same for every stack.
+      path: output PNG.
+      title: figure title.
+      max_victims: rows (the first victims).
+    """
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    n = min(max_victims, len(originals))
+    ncols = len(columns) + 1
+    fig, axes = plt.subplots(n, ncols, figsize=(1.05 * ncols + 0.3, 1.25 * n + 0.7),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for r in range(n):
+        img, cmap = _as_display(originals[r])
+        axes[r, 0].imshow(img, cmap=cmap, vmin=0, vmax=1)
+        for c, (_, recon, ssims) in enumerate(columns, start=1):
+            img, cmap = _as_display(recon[r])
+            axes[r, c].imshow(img, cmap=cmap, vmin=0, vmax=1)
+            axes[r, c].set_xlabel(f"{ssims[r]:.2f}", fontsize=6, labelpad=1)
+    axes[0, 0].set_title("original", fontsize=7)
+    for c, (label, _, _) in enumerate(columns, start=1):
+        axes[0, c].set_title(label, fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def stack_label(defenses: Sequence[str]) -> str:
+    """Short column label of a defense stack, as the paper's Figure 2 names them."""
+    short = {"dropout": "DO", "dp": "DP", "prune": "GP", "precode": "P", "cvb": "C",
+             "mixup": "MU", "instahide": "IH"}
+    return "+".join(short.get(d, d) for d in defenses) or "none"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -90,9 +91,32 @@ def defense_columns(defenses: Iterable[str]) -> tuple[str, str, str, str]:
             YES if "prune" in d else NO, pm)
 
 
+def settings_note(row: dict[str, Any]) -> str:
+    """Defense settings that differ from the paper's ablation (e.g. ``σ=0.001, p=0.9``)."""
+    described = (row.get("config") or {}).get("defenses")
+    if not isinstance(described, dict):
+        return ""
+    notes = []
+    names = described.get("names", [])
+    if "dropout" in names and described.get("dropout") != 0.25:
+        notes.append(f"rate={described['dropout']:g}")
+    dp = described.get("dp") or {}
+    if "dp" in names and dp.get("noise_multiplier") != 1e-4:
+        notes.append(f"σ={dp['noise_multiplier']:g}")
+    if "dp" in names and dp.get("clip_norm") != 20.0:
+        notes.append(f"τ={dp['clip_norm']:g}")
+    if "prune" in names and described.get("prune") != 0.5:
+        notes.append(f"p={described['prune']:g}")
+    return ", ".join(notes)
+
+
 def _group_key(row: dict[str, Any]):
+    """Rows that differ only in their seed share a key."""
+    config = dict(row.get("config") or {})
+    config.pop("seed", None)
+    config.pop("preset", None)
     return (row["dataset"], row["model"], tuple(canonical_defenses(row["defenses"])),
-            row["attack"])
+            row["attack"], json.dumps(config, sort_keys=True, default=str))
 
 
 def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,11 +125,12 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups[_group_key(row)].append(row)
     merged = []
-    for (dataset, model, defenses, attack), members in groups.items():
+    for (dataset, model, defenses, attack, _), members in groups.items():
         ssims = np.concatenate([np.asarray(r["per_victim_ssim"], float) for r in members])
         accs = [r["accuracy"] for r in members if r.get("accuracy") is not None]
         merged.append({
             "dataset": dataset, "model": model, "defenses": list(defenses), "attack": attack,
+            "settings": settings_note(members[0]),
             "seeds": sorted(r.get("seed", 0) for r in members),
             "n_victims": int(ssims.size),
             "ssim_mean": float(ssims.mean()), "ssim_std": float(ssims.std()),
@@ -130,15 +155,16 @@ def _fmt_acc(row):
 
 def table_rows(rows: Iterable[dict[str, Any]]) -> list[list[str]]:
     """Header plus one list of cells per aggregated row."""
-    out = [["Dataset", "Model", "DO", "DP", "GP", "PM", "Attack", "Victims", "SSIM ↓",
+    out = [["Dataset", "Model", "DO", "DP", "GP", "PM", "Settings", "Attack", "Victims", "SSIM ↓",
             "ASR [%] ↓", "Accuracy [%] ↑", "Paper (CDIA) SSIM",
             "Paper (CDIA) ASR [%]"]]
     for r in aggregate(rows):
-        paper = PAPER_TABLE4.get((r["dataset"], tuple(r["defenses"]))) if r["model"] == "cnn" \
-            else None
+        paper = PAPER_TABLE4.get((r["dataset"], tuple(r["defenses"]))) \
+            if r["model"] == "cnn" and not r["settings"] else None
         out.append([
             DATASET_LABELS.get(r["dataset"], r["dataset"]), r["model"],
-            *defense_columns(r["defenses"]), r["attack"].upper(), str(r["n_victims"]),
+            *defense_columns(r["defenses"]), r["settings"] or "paper",
+            r["attack"].upper(), str(r["n_victims"]),
             f"{r['ssim_mean']:.2f} (± {r['ssim_std']:.2f})", f"{100 * r['asr']:.2f}",
             _fmt_acc(r),
             f"{paper['ssim_mean']:.2f} (± {paper['ssim_std']:.2f})" if paper else "–",

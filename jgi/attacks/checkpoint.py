@@ -72,9 +72,13 @@ class AttackCheckpoint:
                 shutil.rmtree(old, ignore_errors=True)
         self._last_save = time.monotonic()
 
+    def due(self) -> bool:
+        """Whether ``every_seconds`` have passed since the last save."""
+        return time.monotonic() - self._last_save >= self.every_seconds
+
     def maybe_save(self, state: Any) -> None:
-        """Saves when ``every_seconds`` have passed since the last save."""
-        if time.monotonic() - self._last_save >= self.every_seconds:
+        """Saves when :meth:`due`."""
+        if self.due():
             self.save(state)
 
     def clear(self) -> None:

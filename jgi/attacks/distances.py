@@ -18,10 +18,10 @@ def _pairs(a: Any, b: Any, leaf_mask: Sequence[bool] | None):
     if len(la) != len(lb):
         raise ValueError(f"Gradient pytrees differ: {len(la)} vs {len(lb)} leaves.")
     if leaf_mask is None:
-        return list(zip(la, lb))
+        return list(zip(la, lb, strict=True))
     if len(leaf_mask) != len(la):
         raise ValueError(f"leaf_mask has {len(leaf_mask)} entries for {len(la)} leaves.")
-    pairs = [(x, y) for x, y, keep in zip(la, lb, leaf_mask) if keep]
+    pairs = [(x, y) for x, y, keep in zip(la, lb, leaf_mask, strict=True) if keep]
     if not pairs:
         raise ValueError("leaf_mask leaves no gradient entry to compare.")
     return pairs

@@ -37,7 +37,8 @@ import optax
 from jgi.attacks import runner
 from jgi.attacks.distances import DISTANCES
 from jgi.attacks.regularizers import total_variation
-from jgi.fl.client import client_update
+from jgi.defenses.stack import NO_DEFENSE, DefenseStack
+from jgi.fl.client import ClientRandomness, client_update
 from jgi.models.interface import Model, Params
 
 # TV weights of the core paper's authors' public configs, per model.
@@ -106,12 +107,16 @@ class IGConfig:
 
 
 def image_objective(model: Model, config: IGConfig, x: jax.Array, victim: dict,
-                    params: Params, noise: Any):
+                    params: Params, randomness: ClientRandomness,
+                    stack: DefenseStack = NO_DEFENSE):
     """Distance between the dummy image's update and the observed one, plus TV.
 
-    Shared by IG and the attacks built on it. Returns ``(loss, aux)``.
+    The dummy update is the client's own computation (:func:`jgi.fl.client_update`) run
+    on the dummy image with ``randomness`` and the gradient-level defenses of ``stack``
+    that the attack mimics. Shared by IG and the attacks built on it. Returns
+    ``(loss, aux)``.
     """
-    update = client_update(model, params, x[None], victim["label"][None], noise)
+    update = client_update(model, params, x[None], victim["label"][None], randomness, stack)
     distance = DISTANCES[config.distance](update, victim["target"])
     tv = total_variation(x)
     return distance + config.tv_weight * tv, {"distance": distance, "tv": tv}
@@ -142,9 +147,11 @@ def problem(model: Model, input_shape: tuple[int, int, int],
         return {"x": config.init_std * jax.random.normal(key, input_shape, jnp.float32)}
 
     def objective(candidate, victim, context, key):
-        x = candidate["x"]
-        noise = model.sample_noise(key, input_shape, 1)  # IG ignores client randomness
-        return image_objective(model, config, x, victim, context["params"], noise)
+        # IG ignores the client's randomness: fresh model noise every step, and neither
+        # DP nor pruning applied to the dummy update.
+        noise = model.sample_noise(key, input_shape, 1)
+        return image_objective(model, config, candidate["x"], victim, context["params"],
+                               ClientRandomness(model=noise))
 
     return runner.Problem(init=init, objective=objective, optimizer=config.optimizer(),
                           project=box_projection(config))
@@ -160,7 +167,8 @@ def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
       model: the attacked model (the server knows it).
       params: the parameters the clients computed their updates with.
       updates: observed updates, every leaf with a leading victim axis.
-      labels: int labels (V,), known or from :func:`~jgi.attacks.labels.idlg_labels`.
+      labels: labels (V,) known or from :func:`~jgi.attacks.labels.idlg_labels`, or soft
+        labels (V, classes) for mixed inputs.
       key: PRNG key for the dummy initialisation (and any sampled noise).
       config: :class:`IGConfig`.
       input_shape: (H, W, C) of one input.
@@ -173,7 +181,8 @@ def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
       :class:`~jgi.attacks.runner.AttackResult`; ``result.best["x"]`` holds the
       reconstructions (V, H, W, C) in the model's input space.
     """
-    labels = jnp.asarray(labels, jnp.int32)
+    labels = jnp.asarray(labels)
+    labels = labels.astype(jnp.int32 if labels.ndim == 1 else jnp.float32)
     victims = {"target": updates, "label": labels}
     context = {"params": params,
                "bounds": None if bounds is None else tuple(jnp.asarray(b) for b in bounds)}

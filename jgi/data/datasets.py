@@ -73,7 +73,8 @@ DATASETS: dict[str, DatasetInfo] = {
                 sha256="2ba816b78487939bfa79940e453a56674cbdd094f239e3a0e52f1eff9392457a",
                 keys=("x_train", "y_train", "x_test", "y_test"),
                 tfds_name="cifar10",
-                citation="Krizhevsky (2009), Learning Multiple Layers of Features from Tiny Images.",
+                citation="Krizhevsky (2009), Learning Multiple Layers of Features from Tiny "
+                         "Images.",
         ),
         "pneumoniamnist": DatasetInfo(
                 name="pneumoniamnist",
@@ -139,7 +140,8 @@ def _to_float_images(images: np.ndarray, info: DatasetInfo, where: str) -> np.nd
         )
     if images.dtype != np.uint8:
         raise DataError(
-                f"{where}: expected uint8 pixels 0..255 as in the reference files, got {images.dtype}."
+                f"{where}: expected uint8 pixels 0..255 as in the reference files, got "
+                f"{images.dtype}."
         )
     return images.astype(np.float32) / np.float32(255.0)
 
@@ -199,7 +201,8 @@ def load_npz(path: str | os.PathLike, info: DatasetInfo, *, verify: bool = True,
         actual = sha256_of(path)
         if actual != info.sha256:
             raise DataError(
-                    f"Dataset file {path} is corrupt or not the reference file: sha256 is {actual}, "
+                    f"Dataset file {path} is corrupt or not the reference file: sha256 is "
+                    f"{actual}, "
                     f"expected {info.sha256}. " + _options_hint(info)
                     + " If you modified the file on purpose, pass verify=False (--no-verify)."
             )

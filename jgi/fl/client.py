@@ -2,62 +2,147 @@
 
 This is the central abstraction of jgi (SPEC.md): every attack optimises a dummy input
 so that the attacker's run of this same function matches the update the client shared.
-Here the update is the gradient of the mean cross-entropy for one local step, as in the
-core paper's privacy experiments (batch size 1, one step, section 5.2). The model's
-randomness (``noise``) is an explicit input; it is empty for deterministic models.
+One pure function, with all of the client's randomness an explicit input
+(:class:`ClientRandomness`):
+
+1. forward pass with the model's stochastic layers: dropout masks Psi and bottleneck
+   noise eps (``randomness.model``, leading batch axis);
+2. loss = cross-entropy + the model's penalty (beta times the bottleneck's KL);
+3. without DP: the gradient of the batch's mean loss. With DP-SGD: per-example
+   gradients (``vmap`` of ``grad``), each clipped to norm tau, summed, plus the Gaussian
+   noise Xi (``randomness.dp``), divided by the batch size;
+4. gradient pruning: the smallest fraction p of each layer's entries set to zero.
+
+Order as in the core paper's Algorithm 2: ``GP(DP(grad))``. Input encodings (MixUp,
+InstaHide) act on the batch before this function.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
+import jax.numpy as jnp
 import optax
 
+from jgi.defenses import dp as dp_lib
+from jgi.defenses import pruning
+from jgi.defenses.stack import NO_DEFENSE, DefenseStack
 from jgi.models.interface import Model, Noise, Params
 
 
+class ClientRandomness(NamedTuple):
+    """Every random quantity of one client update.
+
+    Attributes:
+      model: the model's noise for the batch (``model.sample_noise``), leading batch axis.
+      dp: the DP noise Xi (the structure of the params, std sigma * tau), or None.
+    """
+
+    model: Noise = {}
+    dp: Any = None
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy over the batch, integer labels."""
+    """Mean softmax cross-entropy; integer labels (B,) or soft labels (B, classes)."""
+    if labels.ndim == logits.ndim:
+        return optax.softmax_cross_entropy(logits, labels).mean()
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def client_loss(model: Model, params: Params, x: jax.Array, y: jax.Array,
                 noise: Noise) -> jax.Array:
-    """The client's training loss on a batch ``x`` (B, H, W, C), ``y`` (B,)."""
-    return cross_entropy(model.apply(params, x, noise), y)
+    """The client's training loss on a batch: cross-entropy plus the model's penalty."""
+    logits, penalty = model.forward(params, x, noise)
+    return cross_entropy(logits, y) + penalty
+
+
+def sample_randomness(key: jax.Array, model: Model, params: Params, stack: DefenseStack,
+                      input_shape: tuple[int, ...], batch_size: int) -> ClientRandomness:
+    """Samples all randomness of one client update under ``stack``."""
+    k_model, k_dp = jax.random.split(key)
+    noise = model.sample_noise(k_model, tuple(input_shape), batch_size)
+    xi = dp_lib.sample_noise(k_dp, params, stack.dp) if stack.dp is not None else None
+    return ClientRandomness(model=noise, dp=xi)
+
+
+def per_example_gradients(model: Model, params: Params, x: jax.Array, y: jax.Array,
+                          noise: Noise) -> Params:
+    """Gradients of each example's loss: ``vmap`` of ``grad``, leading batch axis."""
+    def one(xi, yi, ni):
+        add_batch = lambda a: a[None]  # noqa: E731
+        return jax.grad(lambda p: client_loss(model, p, xi[None], yi[None],
+                                              jax.tree.map(add_batch, ni)))(params)
+
+    return jax.vmap(one)(x, y, noise)
 
 
 def client_update(model: Model, params: Params, x: jax.Array, y: jax.Array,
-                  noise: Noise) -> Params:
-    """The update a client shares after one local step: the gradient of its loss.
+                  randomness: ClientRandomness | Noise | None = None,
+                  stack: DefenseStack = NO_DEFENSE) -> Params:
+    """The update a client shares after one local step.
 
     Args:
-      model: the model the federation trains.
-      params: the global model's parameters the client received.
-      x: the client's batch, (B, H, W, C), already normalised as the model expects.
-      y: int labels (B,).
-      noise: the model's randomness for this forward pass (``model.sample_noise``).
+      model: the model the federation trains (model-level defenses built in).
+      params: the global parameters the client received.
+      x: the client's batch (B, H, W, C), normalised as the model expects.
+      y: labels, int (B,) or soft (B, classes).
+      randomness: a :class:`ClientRandomness` (a bare noise dict is accepted for
+        models without DP; None means no randomness).
+      stack: the gradient-level defenses (DP, pruning); model-level ones must match
+        the model.
 
     Returns:
-      The gradient with respect to ``params`` (same pytree structure).
+      The shared update, with the structure of ``params``.
     """
-    return jax.grad(lambda p: client_loss(model, p, x, y, noise))(params)
+    if not isinstance(randomness, ClientRandomness):
+        randomness = ClientRandomness(model={} if randomness is None else randomness)
+    if stack.dp is None:
+        update = jax.grad(lambda p: client_loss(model, p, x, y, randomness.model))(params)
+    else:
+        if randomness.dp is None:
+            raise ValueError("client_update: the stack uses DP-SGD but randomness.dp is None; "
+                             "use sample_randomness(...) or supply the noise.")
+        per_example = per_example_gradients(model, params, x, y, randomness.model)
+        update = dp_lib.privatize(per_example, stack.dp, randomness.dp)
+    if stack.prune > 0:
+        update = pruning.prune(update, stack.prune)
+    return update
 
 
 def victim_updates(model: Model, params: Params, x: jax.Array, y: jax.Array,
-                   noise: Noise) -> Params:
+                   randomness: ClientRandomness | Noise | None = None,
+                   stack: DefenseStack = NO_DEFENSE) -> Params:
     """Every victim's update at once: one image per client step, vmapped over victims.
 
     Args:
       model: the model.
       params: shared parameters.
       x: victim images (V, H, W, C), normalised.
-      y: victim labels (V,).
-      noise: per-victim model randomness with a leading V axis (``{}`` if none).
+      y: victim labels (V,) or soft labels (V, classes).
+      randomness: per-victim randomness, every leaf with a leading V axis (model noise
+        with batch size 1 per victim: leaves of shape (V, 1, ...)); ``{}`` if none.
+      stack: gradient-level defenses.
 
     Returns:
-      Gradients with a leading victim axis on every leaf.
+      Updates with a leading victim axis on every leaf.
     """
-    def one(xi, yi, ni):
-        return client_update(model, params, xi[None], yi[None], ni)
+    if not isinstance(randomness, ClientRandomness):
+        randomness = ClientRandomness(model={} if randomness is None else randomness)
 
-    return jax.vmap(one)(x, y, noise)
+    def one(xi, yi, ri):
+        return client_update(model, params, xi[None], yi[None], ri, stack)
+
+    return jax.vmap(one)(x, y, randomness)
+
+
+def sample_victim_randomness(key: jax.Array, model: Model, params: Params,
+                             stack: DefenseStack, input_shape: tuple[int, ...],
+                             num_victims: int) -> ClientRandomness:
+    """Independent randomness for each victim's batch-size-1 update (leading V axis)."""
+    keys = jax.random.split(key, num_victims)
+    return jax.vmap(lambda k: sample_randomness(k, model, params, stack, input_shape, 1))(keys)
+
+
+def one_hot(y: jax.Array, num_classes: int) -> jax.Array:
+    return jax.nn.one_hot(y, num_classes, dtype=jnp.float32)

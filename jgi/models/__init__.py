@@ -10,9 +10,11 @@ from typing import Any, Callable
 
 from jgi.models.cnn import cnn
 from jgi.models.interface import Model, Noise, Params, no_noise
+from jgi.models.mlp import mlp
 
 MODELS: dict[str, Callable[..., Model]] = {
     "cnn": cnn,
+    "mlp": mlp,
 }
 
 
@@ -28,4 +30,4 @@ def get(name: str, **options: Any) -> Model:
     return factory(**options)
 
 
-__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "get", "no_noise"]
+__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "get", "mlp", "no_noise"]

@@ -1,28 +1,47 @@
-"""The small CNN of the core paper.
+"""The small CNN of the core paper, with its model-level defenses.
 
 Scheliga et al., "Combining stochastic defenses to resist gradient inversion: an
 ablation study", section 5 (the same CNN as Scheliga et al. 2024b, CVB): three
 convolutional layers with 5x5 kernels, 16/32/64 channels, stride 2 and ReLU, then one
 fully connected layer to the classes (softmax is part of the loss).
 
-Choice where the paper is silent: padding. The authors' public configuration uses
-``valid`` padding on inputs resized to 32x32x3 (MNIST included); on native 28x28 MNIST
-three valid stride-2 5x5 convolutions leave no pixel (28 -> 12 -> 4 -> 0), so jgi
-defaults to ``SAME`` padding, which works on 28x28x1 and 32x32x3 alike
-(28 -> 14 -> 7 -> 4, 32 -> 16 -> 8 -> 4; 1,024 features before the classifier). Pass
-``padding="VALID"`` for the authors' layout on 32x32 inputs (64 features).
+Choices where the paper is silent:
+- Padding. The authors' public configuration uses ``valid`` padding on inputs resized to
+  32x32x3 (MNIST included); on native 28x28 MNIST three valid stride-2 5x5 convolutions
+  leave no pixel (28 -> 12 -> 4 -> 0), so jgi defaults to ``SAME`` padding, which works
+  on 28x28x1 and 32x32x3 alike (28 -> 14 -> 7 -> 4, 32 -> 16 -> 8 -> 4; 1,024 features
+  before the classifier). ``padding="VALID"`` gives the authors' layout on 32x32 inputs.
+- Dropout (rate p, paper 0.25) sits after the ReLU of every convolutional block, the
+  ``regularization_layer`` slot of the authors' CNN block (conv -> regularisation ->
+  activation; with inverted scaling, dropout before or after ReLU is the same
+  function). There is no dropout before the classifier, which in the authors' CNN is a
+  bare linear layer.
+- CVB sits after convolutional block 0 (kernel 5, beta 0.1, K = max(16 / 2, 8) = 8), as
+  the authors' CNNCVB configuration places it; PRECODE (K = 256, beta 1e-3) sits on the
+  flattened features just before the classifier.
+
+Noise: ``{"dropout": {"conv0": mask, "conv1": mask, "conv2": mask}, "eps": eps}``, each
+with a leading batch axis; keys absent when the layer is absent.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
+from jgi.defenses import bottleneck as vb
+from jgi.defenses import dropout as do
 from jgi.models import layers
-from jgi.models.interface import Model, no_noise
+from jgi.models.interface import Model
+
+# CVB placement and hyperparameters per model (Scheliga et al. 2024b, authors' configs).
+CVB_KERNEL, CVB_BETA = 5, 0.1
+PRECODE_K, PRECODE_BETA = 256, 1e-3
 
 
 def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_size: int = 5,
-        stride: int = 2, padding: str = "SAME", conv_impl: str = "patches") -> Model:
+        stride: int = 2, padding: str = "SAME", conv_impl: str = "patches",
+        dropout: float = 0.0, bottleneck: str | None = None) -> Model:
     """Builds the paper's CNN.
 
     Args:
@@ -32,62 +51,112 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
       stride: stride of every convolution (paper: 2).
       padding: "SAME" (default, see module docstring) or "VALID".
       conv_impl: "patches" (fast under vmap) or "lax"; both give the same function.
+      dropout: dropout rate after every convolutional block (0 = none; paper 0.25).
+      bottleneck: None, "precode" or "cvb".
 
     Returns:
       A :class:`~jgi.models.interface.Model` whose params are
-      ``{"conv0", "conv1", ..., "dense"}``.
+      ``{"conv0", ..., "bottleneck" (if any), "dense"}``.
     """
     if padding not in layers.PADDINGS:
         raise ValueError(f"cnn: unknown padding {padding!r}; valid: {', '.join(layers.PADDINGS)}.")
     if conv_impl not in layers.CONV_IMPLS:
         raise ValueError(
             f"cnn: unknown conv_impl {conv_impl!r}; valid: {', '.join(layers.CONV_IMPLS)}.")
+    if bottleneck not in (None, *vb.BOTTLENECKS):
+        raise ValueError(f"cnn: unknown bottleneck {bottleneck!r}; the cnn supports "
+                         f"{', '.join(vb.BOTTLENECKS)}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"cnn: dropout rate must be in [0, 1), got {dropout}.")
     channels = tuple(channels)
+    n_conv = len(channels)
 
-    def feature_shape(input_shape):
+    def block_shapes(input_shape):
         h, w, _ = input_shape
-        for i in range(len(channels)):
+        shapes = []
+        for i, c in enumerate(channels):
             h = layers.conv_output_size(h, kernel_size, stride, padding)
             w = layers.conv_output_size(w, kernel_size, stride, padding)
             if h < 1 or w < 1:
                 raise ValueError(
                     f"cnn: input {tuple(input_shape)} is too small for conv{i} "
-                    f"({kernel_size}x{kernel_size}, stride {stride}, {padding} padding)."
-                )
-        return h, w, channels[-1]
+                    f"({kernel_size}x{kernel_size}, stride {stride}, {padding} padding).")
+            shapes.append((h, w, c))
+        return shapes
 
     def init(key: jax.Array, input_shape: tuple[int, int, int]) -> dict:
         if len(input_shape) != 3:
             raise ValueError(f"cnn: input_shape must be (H, W, C), got {tuple(input_shape)}.")
-        keys = jax.random.split(key, len(channels) + 1)
+        keys = jax.random.split(key, n_conv + 2)
         params = {}
         cin = input_shape[-1]
         for i, cout in enumerate(channels):
             params[f"conv{i}"] = layers.conv_init(keys[i], kernel_size, cin, cout)
             cin = cout
-        h, w, c = feature_shape(input_shape)
-        params["dense"] = layers.dense_init(keys[-1], h * w * c, num_classes)
+        h, w, c = block_shapes(input_shape)[-1]
+        params["dense"] = layers.dense_init(keys[n_conv], h * w * c, num_classes)
+        if bottleneck == "cvb":
+            params["bottleneck"] = vb.cvb_init(keys[-1], channels[0], CVB_KERNEL)
+        elif bottleneck == "precode":
+            params["bottleneck"] = vb.precode_init(keys[-1], h * w * c, PRECODE_K)
         return params
 
-    def apply(params: dict, x: jax.Array, noise: dict) -> jax.Array:
-        del noise  # deterministic
+    def sample_noise(key: jax.Array, input_shape, batch_size: int) -> dict:
+        shapes = block_shapes(input_shape)
+        k_drop, k_eps = jax.random.split(key)
+        noise = {}
+        if dropout > 0:
+            keys = jax.random.split(k_drop, n_conv)
+            noise["dropout"] = {f"conv{i}": do.sample_mask(keys[i], (batch_size, *shapes[i]),
+                                                           dropout) for i in range(n_conv)}
+        if bottleneck == "cvb":
+            noise["eps"] = jax.random.normal(k_eps, vb.cvb_eps_shape(batch_size, *shapes[0]))
+        elif bottleneck == "precode":
+            noise["eps"] = jax.random.normal(k_eps, vb.precode_eps_shape(batch_size, PRECODE_K))
+        return noise
+
+    def forward(params: dict, x: jax.Array, noise: dict):
         if x.ndim != 4:
             raise ValueError(f"cnn: expected x of shape (batch, H, W, C), got {tuple(x.shape)}.")
-        h, w, c = feature_shape(x.shape[1:])
+        h, w, c = block_shapes(x.shape[1:])[-1]
         if h * w * c != params["dense"]["w"].shape[0]:
             raise ValueError(
                 f"cnn: params expect {params['dense']['w'].shape[0]} features before the "
                 f"classifier, but inputs of shape {tuple(x.shape[1:])} give {h * w * c}; "
-                f"initialise the params with model.init(key, {tuple(x.shape[1:])})."
-            )
-        for i in range(len(channels)):
+                f"initialise the params with model.init(key, {tuple(x.shape[1:])}).")
+        _check_noise(noise)
+        penalty = jnp.zeros((), jnp.float32)
+        for i in range(n_conv):
             x = jax.nn.relu(layers.conv(params[f"conv{i}"], x, stride=stride, padding=padding,
                                         impl=conv_impl, name=f"cnn.conv{i}"))
+            if dropout > 0:
+                x = do.apply_mask(x, noise["dropout"][f"conv{i}"], dropout,
+                                  name=f"cnn.dropout{i}")
+            if i == 0 and bottleneck == "cvb":
+                x, penalty = vb.cvb_apply(params["bottleneck"], x, noise["eps"], CVB_BETA,
+                                          conv_impl=conv_impl)
         x = x.reshape(x.shape[0], -1)
-        return layers.dense(params["dense"], x, name="cnn.dense")
+        if bottleneck == "precode":
+            x, penalty = vb.precode_apply(params["bottleneck"], x, noise["eps"], PRECODE_BETA)
+        return layers.dense(params["dense"], x, name="cnn.dense"), penalty
 
+    def _check_noise(noise):
+        expected = ({"dropout"} if dropout > 0 else set()) | ({"eps"} if bottleneck else set())
+        if set(noise) != expected:
+            raise ValueError(
+                f"cnn: noise has keys {sorted(noise)}, this model (dropout={dropout}, "
+                f"bottleneck={bottleneck}) needs {sorted(expected)}; use "
+                f"model.sample_noise(key, input_shape, batch).")
+
+    order = [f"conv{i}" for i in range(n_conv)]
+    if bottleneck == "cvb":
+        order.insert(1, "bottleneck")
+    elif bottleneck == "precode":
+        order.append("bottleneck")
+    order.append("dense")
     options = (("num_classes", num_classes), ("channels", channels),
                ("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
-               ("conv_impl", conv_impl))
-    return Model(name="cnn", init=init, apply=apply, sample_noise=no_noise,
-                 classifier="dense", options=options)
+               ("conv_impl", conv_impl), ("dropout", dropout), ("bottleneck", bottleneck))
+    return Model(name="cnn", init=init, forward=forward, sample_noise=sample_noise,
+                 classifier="dense", layer_order=tuple(order), dropout=dropout,
+                 bottleneck=bottleneck, options=options)

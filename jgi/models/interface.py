@@ -2,14 +2,17 @@
 
 A model is a bundle of pure functions (no hidden state, no implicit randomness):
 
-    params = model.init(key, input_shape)              # input_shape = (H, W, C)
-    noise = model.sample_noise(key, input_shape, batch) # the model's randomness
-    logits = model.apply(params, x, noise)              # x: (batch, H, W, C)
+    params = model.init(key, input_shape)               # input_shape = (H, W, C)
+    noise = model.sample_noise(key, input_shape, batch)  # the model's randomness
+    logits, penalty = model.forward(params, x, noise)    # x: (batch, H, W, C)
+    logits = model.apply(params, x, noise)
 
-``noise`` holds every random quantity of a forward pass (dropout masks, variational
-bottleneck epsilon) as explicit arrays, so a caller can sample it from a key *or
+``noise`` holds every random quantity of a forward pass as explicit arrays with a
+leading batch axis: ``{"dropout": {layer: keep-mask}, "eps": bottleneck noise}``, the
+keys present only when the model has that layer. A caller can sample it from a key *or
 supply* it: that is what lets an attacker mimic, estimate or ignore a client's
-randomness. A deterministic model's noise is an empty dict.
+randomness. A deterministic model's noise is ``{}``. ``penalty`` is the term the model
+adds to the training loss (beta times the bottleneck's KL; 0 without a bottleneck).
 """
 
 from __future__ import annotations
@@ -30,25 +33,40 @@ class Model:
     Attributes:
       name: registry name, e.g. "cnn".
       init: ``(key, input_shape) -> params``.
-      apply: ``(params, x, noise) -> logits``, x of shape (batch, H, W, C).
+      forward: ``(params, x, noise) -> (logits, penalty)``, x of shape (batch, H, W, C).
       sample_noise: ``(key, input_shape, batch_size) -> noise`` for one forward pass.
       classifier: key of the last (fully connected) layer in ``params``; its gradient
         reveals the label (iDLG).
+      layer_order: top-level keys of ``params`` in forward order.
+      dropout: dropout rate (0 when the model has no dropout).
+      bottleneck: "precode", "cvb" or None.
       options: the hashable options the model was built with, for records.
     """
 
     name: str
     init: Callable[[jax.Array, tuple[int, ...]], Params]
-    apply: Callable[[Params, jax.Array, Noise], jax.Array]
+    forward: Callable[[Params, jax.Array, Noise], tuple[jax.Array, jax.Array]]
     sample_noise: Callable[[jax.Array, tuple[int, ...], int], Noise]
     classifier: str
+    layer_order: tuple[str, ...] = ()
+    dropout: float = 0.0
+    bottleneck: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+
+    def apply(self, params: Params, x: jax.Array, noise: Noise) -> jax.Array:
+        """Logits only."""
+        return self.forward(params, x, noise)[0]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **dict(self.options)}
+
+    @property
+    def stochastic(self) -> bool:
+        return self.dropout > 0 or self.bottleneck is not None
 
 
 def no_noise(key: jax.Array, input_shape: tuple[int, ...], batch_size: int) -> dict:
     """``sample_noise`` of a deterministic model."""
     del key, input_shape, batch_size
     return {}
+

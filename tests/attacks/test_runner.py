@@ -88,8 +88,11 @@ class _Interrupt(AttackCheckpoint):
         super().__init__(directory, every_seconds=0.0)
         self.after = after
 
-    def maybe_save(self, state):
-        self.save(state)
+    def due(self):
+        return True
+
+    def save(self, state):
+        super().save(state)
         self.after -= 1
         if self.after == 0:
             raise KeyboardInterrupt
@@ -129,3 +132,17 @@ def test_victim_arrays_must_share_the_leading_axis():
     with pytest.raises(ValueError, match="same leading victim axis"):
         runner.run(_quadratic_problem(), {"target": jnp.zeros((2, 3)), "other": jnp.zeros(3)},
                    {}, jax.random.key(0), progress=False)
+
+
+def test_compaction_changes_nothing_but_the_batch():
+    # Eight victims at distances that make them stop at very different iterations.
+    targets = jnp.stack([jnp.full((3,), 10.0 ** (i / 2 - 2)) for i in range(8)])
+    victims = {"target": targets}
+    stopping = runner.StoppingRule(max_iters=400, loss_below=1e-6, patience=1000)
+    args = (_quadratic_problem(lr=0.02), victims, {}, jax.random.key(0), stopping)
+    compact = runner.run(*args, chunk_size=10, progress=False, compact=True)
+    full = runner.run(*args, chunk_size=10, progress=False, compact=False)
+    assert len(set(compact.iterations.tolist())) > 3  # stopping times really differ
+    np.testing.assert_array_equal(compact.iterations, full.iterations)
+    np.testing.assert_array_equal(compact.best["x"], full.best["x"])
+    np.testing.assert_array_equal(compact.stop_reason, full.stop_reason)

@@ -28,7 +28,7 @@ def test_smoke_run_writes_results_table_and_picture_and_reuses_finished_rows(tmp
     assert row["iterations"] == [40, 40]
     assert row["config"]["attack_config"]["max_iters"] == 40
     table = (out / "table.md").read_text()
-    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | IG | 2 |" in table
+    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | paper | IG | 2 |" in table
     png = (out / "reconstructions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not (out / "checkpoints" / row["row_id"]).exists()  # cleared after the row
@@ -79,3 +79,28 @@ def test_no_flags_runs_the_demo_on_embedded_data(tmp_path, monkeypatch, capsys):
 
 def _offline(info, download=True):
     raise ablation.data.DataError("offline in tests")
+
+
+def test_defended_row_records_its_stack_and_invalid_stacks_are_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--defenses=dp,cvb", "--dp-sigma=1e-3") == 0
+    row = json.loads((out / "results.jsonl").read_text())
+    assert row["defenses"] == ["dp", "cvb"]
+    assert row["config"]["defenses"]["dp"] == {"clip_norm": 20.0, "noise_multiplier": 1e-3}
+    assert "| MNIST | cnn | ✗ | ✓ | ✗ | C | σ=0.001 | IG | 2 |" in (out / "table.md").read_text()
+    capsys.readouterr()
+    assert _run(out, "--defenses=precode,cvb") == 2
+    assert "at most one" in capsys.readouterr().out
+    assert _run(out, "--defenses=blur") == 2
+    assert "Valid defenses: dropout, dp, prune, precode, cvb" in capsys.readouterr().out
+    assert _run(out, "--model=mlp", "--defenses=cvb") == 2
+    assert "no place" in capsys.readouterr().out
+
+
+def test_several_stacks_make_one_table_and_a_figure_per_stack(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "--defenses=none;prune", "--victims=1") == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["defenses"] for r in rows] == [[], ["prune"]]
+    assert (out / "reconstructions.png").stat().st_size > 3000
+    assert len((out / "table.csv").read_text().splitlines()) == 3

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jgi import fl, models
 
@@ -42,3 +43,35 @@ def test_jit_equals_no_jit():
     jitted = jax.jit(lambda p, a, b: fl.victim_updates(model, p, a, b, {}))(params, x, y)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  eager, jitted)
+
+
+def test_defended_update_is_prune_of_dp_of_grad_with_explicit_randomness():
+    from jgi import defenses
+    from jgi.defenses import dp, pruning
+    stack = defenses.from_names("dropout,dp,prune,cvb",
+                                dp=defenses.DPConfig(clip_norm=0.5, noise_multiplier=1e-2))
+    model = models.get("cnn", **stack.model_options())
+    params = model.init(jax.random.key(0), (28, 28, 1))
+    x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
+    y = jnp.array([1, 2, 3])
+    r = fl.sample_randomness(jax.random.key(2), model, params, stack, (28, 28, 1), 3)
+    update = jax.jit(lambda p, r: fl.client_update(model, p, x, y, r, stack))
+    out = update(params, r)
+    jax.tree.map(np.testing.assert_array_equal, out, update(params, r))  # deterministic
+    # By hand: per-example gradients with the same masks/eps, clip, sum, + Xi, / 3, prune.
+    per_ex = jax.jit(lambda p: fl.per_example_gradients(model, p, x, y, r.model))(params)
+    by_hand = pruning.prune(dp.privatize(per_ex, stack.dp, r.dp), 0.5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+                 out, by_hand)
+    for leaf in jax.tree.leaves(out):
+        assert int(jnp.sum(leaf == 0)) >= int(0.5 * leaf.size)
+    # Other randomness, other update.
+    r2 = fl.sample_randomness(jax.random.key(3), model, params, stack, (28, 28, 1), 3)
+    assert not np.allclose(out["conv0"]["w"], update(params, r2)["conv0"]["w"])
+
+
+def test_dp_without_noise_is_refused():
+    from jgi import defenses
+    model, params, x, y = _setup(n=1)
+    with pytest.raises(ValueError, match="randomness.dp is None"):
+        fl.client_update(model, params, x, y, fl.ClientRandomness(), defenses.from_names("dp"))

@@ -1,0 +1,36 @@
+"""Defenses, one family per module, with the client's randomness explicit.
+
+- :mod:`~jgi.defenses.dropout`: dropout masks (model-level).
+- :mod:`~jgi.defenses.bottleneck`: PRECODE and CVB variational bottlenecks (model-level).
+- :mod:`~jgi.defenses.dp`: DP-SGD as a transformation of per-example gradients.
+- :mod:`~jgi.defenses.pruning`: per-layer magnitude pruning.
+- :mod:`~jgi.defenses.input_encoding`: MixUp and InstaHide.
+- :mod:`~jgi.defenses.stack`: which of them a client uses (:class:`DefenseStack`).
+"""
+
+from jgi.defenses import bottleneck, dp, dropout, input_encoding, pruning, stack
+from jgi.defenses.dp import DPConfig
+from jgi.defenses.stack import (
+    DEFENSE_NAMES,
+    NO_DEFENSE,
+    DefenseStack,
+    ablation_stacks,
+    from_names,
+    parse_names,
+)
+
+__all__ = [
+    "DEFENSE_NAMES",
+    "DPConfig",
+    "DefenseStack",
+    "NO_DEFENSE",
+    "ablation_stacks",
+    "bottleneck",
+    "dp",
+    "dropout",
+    "from_names",
+    "input_encoding",
+    "parse_names",
+    "pruning",
+    "stack",
+]

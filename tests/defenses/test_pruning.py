@@ -1,0 +1,42 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jgi.defenses import pruning
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.5, 0.9, 0.95, 0.99, 0.3]),
+       n=st.integers(1, 500))
+def test_pruned_fraction_per_layer_is_exactly_p(seed, fraction, n):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    update = {"w": jax.random.normal(k1, (n, 3)), "b": jax.random.normal(k2, (n,))}
+    pruned = pruning.prune(update, fraction)
+    for name, g in update.items():
+        p = np.asarray(pruned[name])
+        assert np.sum(p == 0) == int(fraction * g.size)
+        kept = np.abs(np.asarray(g))[p != 0]
+        dropped = np.abs(np.asarray(g))[p == 0]
+        if kept.size and dropped.size:
+            assert dropped.max() <= kept.min()  # the smallest magnitudes go
+        np.testing.assert_array_equal(p[p != 0], np.asarray(g)[p != 0])  # kept entries intact
+
+
+def test_ties_are_broken_by_position():
+    g = jnp.array([1.0, -1.0, 1.0, 2.0, -1.0, 3.0])
+    np.testing.assert_array_equal(pruning.prune({"g": g}, 0.5)["g"], [0, 0, 0, 2.0, -1.0, 3.0])
+
+
+def test_observed_mask_reveals_the_clients_mask_and_transform_matches():
+    update = {"w": jax.random.normal(jax.random.key(0), (40, 10))}
+    mask = pruning.pruning_mask(update, 0.9)
+    pruned = pruning.prune(update, 0.9)
+    jax.tree.map(np.testing.assert_array_equal, pruning.observed_mask(pruned), mask)
+    tx = pruning.prune_by_magnitude(0.9)
+    out, _ = tx.update(update, tx.init(update))
+    jax.tree.map(np.testing.assert_array_equal, out, pruned)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        pruning.prune_by_magnitude(1.0)
