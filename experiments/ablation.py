@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jgi import data, defenses, figures, fl, metrics, models, results, tables
-from jgi.attacks import STOP_REASONS, AttackCheckpoint, ig
+from jgi.attacks import ATTACKS, STOP_REASONS, AttackCheckpoint, ig, mimic
 from jgi.attacks.labels import idlg_labels
 from jgi.defenses import input_encoding
 
@@ -48,7 +48,7 @@ class AblationConfig:
       model: registry name (``jgi.models.MODELS``).
       dataset: ``jgi.data.DATASETS`` name.
       stacks: the defense stacks to evaluate, each a tuple of defense names.
-      attack: attack name (``jgi.attacks.ATTACKS``).
+      attack: attack name (``jgi.attacks.ATTACKS``; the paper's tables use CDIA).
       victims: number of victim images (paper: 128).
       seed: one seed for split, victims, model initialisation, client and attack.
       labels: "known" (paper) or "idlg" (recovered from the classifier gradient).
@@ -64,7 +64,7 @@ class AblationConfig:
     model: str = "cnn"
     dataset: str = "mnist"
     stacks: tuple[tuple[str, ...], ...] = ((),)
-    attack: str = "ig"
+    attack: str = "cdia"
     victims: int = 128
     seed: int = 0
     labels: str = "known"
@@ -137,11 +137,11 @@ def _victims(config: AblationConfig, dataset: data.Dataset) -> _Victims:
 
 
 def _identity(config: AblationConfig, dataset: data.Dataset, model: models.Model,
-              stack: defenses.DefenseStack) -> dict:
+              stack: defenses.DefenseStack, attack: str) -> dict:
     """Everything that decides a row's numbers (and nothing that does not)."""
     return {
         "model": model.describe(), "dataset": config.dataset, "defenses": stack.describe(),
-        "attack": config.attack, "seed": config.seed, "victims": config.victims,
+        "attack": attack, "seed": config.seed, "victims": config.victims,
         "labels": config.labels, "num_clients": config.num_clients,
         "val_fraction": config.val_fraction, "victim_client": config.victim_client,
         "attack_config": dataclasses.asdict(config.ig),
@@ -150,7 +150,7 @@ def _identity(config: AblationConfig, dataset: data.Dataset, model: models.Model
 
 
 def run(config: AblationConfig, workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Runs (or reuses) one row per defense stack of ``config``.
+    """Runs (or reuses) one row per defense stack of ``config``, attacked by ``config.attack``.
 
     Args:
       config: the :class:`AblationConfig`.
@@ -160,13 +160,27 @@ def run(config: AblationConfig, workdir: str | os.PathLike) -> list[dict[str, An
     Returns:
       The rows, in the order of ``config.stacks``.
     """
+    specs = [(config.stack(names), config.attack) for names in config.stacks]
+    return run_rows(config, workdir, specs)
+
+
+def run_rows(config: AblationConfig, workdir: str | os.PathLike,
+             specs: Sequence[tuple[defenses.DefenseStack, str]], *,
+             write_outputs: bool = True) -> list[dict[str, Any]]:
+    """Runs (or reuses) one row per (defense stack, attack name) in ``specs``.
+
+    Every stack and attack is validated before any data are loaded, so a bad
+    combination fails in a second, not after an hour of attacks.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if config.labels not in LABEL_MODES:
         raise ValueError(f"Unknown label mode {config.labels!r}; valid: {', '.join(LABEL_MODES)}.")
-    stacks = [config.stack(names) for names in config.stacks]  # validates every stack first
-    for stack in stacks:
-        models.get(config.model, **stack.model_options())  # refuses impossible placements
+    for stack, attack in specs:
+        if attack not in ATTACKS:
+            raise ValueError(f"Unknown attack {attack!r}; valid: {', '.join(ATTACKS)}.")
+        model = models.get(config.model, **stack.model_options())  # refuses bad placements
+        ATTACKS[attack](stack).check(model, stack)  # refuses attacks without their defense
         if stack.encoding is not None and config.labels == "idlg":
             raise ValueError("--labels=idlg assumes one-hot labels; it cannot be combined "
                              f"with {stack.encoding.kind}, whose labels are mixed.")
@@ -176,26 +190,29 @@ def run(config: AblationConfig, workdir: str | os.PathLike) -> list[dict[str, An
     _print(f"data:   {dataset.describe()}")
     victims = _victims(config, dataset)
     rows = []
-    for n, stack in enumerate(stacks, 1):
+    for n, (stack, attack) in enumerate(specs, 1):
         model = models.get(config.model, num_classes=dataset.info.num_classes,
                            **stack.model_options())
-        identity = _identity(config, dataset, model, stack)
+        identity = _identity(config, dataset, model, stack, attack)
         rid = results.row_id(identity)
         existing = [r for r in results.read_rows(workdir / "results.jsonl")
                     if r.get("row_id") == rid]
-        label = ", ".join(stack.names) or "no defense"
+        label = f"{attack.upper()} vs {', '.join(stack.names) or 'no defense'}"
         if existing:
-            _print(f"[{n}/{len(stacks)}] {label}: row {rid} is already in "
+            _print(f"[{n}/{len(specs)}] {label}: row {rid} is already in "
                    f"{workdir / 'results.jsonl'}; reusing it.")
             rows.append(existing[-1])
             continue
-        _print(f"[{n}/{len(stacks)}] {label}")
-        rows.append(_attack_row(config, dataset, victims, model, stack, identity, rid, workdir))
-    _write_outputs(workdir, rows)
+        _print(f"[{n}/{len(specs)}] {label}")
+        rows.append(_attack_row(config, dataset, victims, model, stack, attack, identity, rid,
+                                workdir))
+    if write_outputs:
+        _write_outputs(workdir, rows)
     return rows
 
 
-def _attack_row(config, dataset, victims, model, stack, identity, rid, workdir) -> dict:
+def _attack_row(config, dataset, victims, model, stack, attack, identity, rid,
+                workdir) -> dict:
     info = dataset.info
     keys = victims.keys
     params = model.init(keys["model"], info.image_shape)
@@ -219,16 +236,17 @@ def _attack_row(config, dataset, victims, model, stack, identity, rid, workdir) 
         labels, label_accuracy = y_used, None
 
     cfg = config.ig
-    _print(f"attack: {config.attack.upper()} on {config.victims} victims of client "
+    knowledge = ATTACKS[attack](stack)
+    _print(f"attack: {attack.upper()} on {config.victims} victims of client "
            f"{config.victim_client}, {model.name} ({info.name}), defenses "
            f"{stack.names or 'none'}, up to {cfg.max_iters} iterations, "
            f"device {_device_description()}")
     checkpoint = AttackCheckpoint(workdir / "checkpoints" / rid)
-    result = ig.reconstruct(
-        model, params, updates, labels, keys["attack"], cfg, input_shape=info.image_shape,
-        bounds=data.input_bounds(info),
-        progress=f"{config.attack} {'+'.join(stack.names) or 'none'}" if config.progress
-        else False,
+    result = mimic.reconstruct(
+        model, params, updates, labels, keys["attack"], stack, knowledge, cfg,
+        input_shape=info.image_shape, bounds=data.input_bounds(info),
+        client_noise=randomness.model, client_dp_noise=randomness.dp,
+        progress=f"{attack} {'+'.join(stack.names) or 'none'}" if config.progress else False,
         checkpoint=checkpoint)
     if checkpoint.restored_iteration is not None:
         _print(f"resumed from the checkpoint at iteration {checkpoint.restored_iteration}")
@@ -247,7 +265,8 @@ def _attack_row(config, dataset, victims, model, stack, identity, rid, workdir) 
         "model": config.model,
         "dataset": config.dataset,
         "defenses": stack.names,
-        "attack": config.attack,
+        "attack": attack,
+        "knowledge": dataclasses.asdict(knowledge),
         "seed": config.seed,
         "n_victims": config.victims,
         **{k: summary[k] for k in ("ssim_mean", "ssim_std", "psnr_mean", "psnr_std",
@@ -349,7 +368,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="'none', a stack like 'dp,cvb', several stacks separated by "
                              "';', 'all' (the paper's 24) or 'table5'. Defenses: "
                              + ", ".join(defenses.DEFENSE_NAMES))
-    parser.add_argument("--attack", default="ig", choices=["ig"])
+    parser.add_argument("--attack", default="cdia", choices=list(ATTACKS),
+                        help="the attack (default cdia, as in the paper's Table 4; it equals IG "
+                             "when no defense or only DP is used)")
     parser.add_argument("--victims", type=int, default=None,
                         help="victim images (paper preset: 128; smoke: 8)")
     parser.add_argument("--max-iters", type=int, default=None,

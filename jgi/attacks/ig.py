@@ -94,9 +94,18 @@ class IGConfig:
     def stopping(self) -> runner.StoppingRule:
         return runner.StoppingRule(self.max_iters, self.stop_loss, self.stop_patience)
 
-    def optimizer(self) -> optax.GradientTransformationExtraArgs:
-        """sign (optional) -> Adam(lr) -> reduce-on-plateau."""
-        parts = [optax.scale_by_sign()] if self.signed_gradients else []
+    def optimizer(self, sign_mask=None) -> optax.GradientTransformationExtraArgs:
+        """sign (optional) -> Adam(lr) -> reduce-on-plateau.
+
+        Args:
+          sign_mask: with signed gradients, a pytree of bools (or a function of the
+            params returning one) selecting which optimised quantities get the sign;
+            None signs them all.
+        """
+        parts = []
+        if self.signed_gradients:
+            sign = optax.scale_by_sign()
+            parts.append(sign if sign_mask is None else optax.masked(sign, sign_mask))
         parts += [
             optax.adam(self.lr, b1=self.betas[0], b2=self.betas[1]),
             optax.contrib.reduce_on_plateau(factor=self.plateau_factor,

@@ -23,12 +23,12 @@ def test_smoke_run_writes_results_table_and_picture_and_reuses_finished_rows(tmp
     row = rows[0]
     for field in REQUIRED:
         assert field in row, field
-    assert row["defenses"] == [] and row["attack"] == "ig" and row["n_victims"] == 2
+    assert row["defenses"] == [] and row["attack"] == "cdia" and row["n_victims"] == 2
     assert 0.0 <= row["asr"] <= 1.0 and len(row["per_victim_ssim"]) == 2
     assert row["iterations"] == [40, 40]
     assert row["config"]["attack_config"]["max_iters"] == 40
     table = (out / "table.md").read_text()
-    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | paper | IG | 2 |" in table
+    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | paper | CDIA | 2 |" in table
     png = (out / "reconstructions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not (out / "checkpoints" / row["row_id"]).exists()  # cleared after the row
@@ -87,7 +87,7 @@ def test_defended_row_records_its_stack_and_invalid_stacks_are_refused(tmp_path,
     row = json.loads((out / "results.jsonl").read_text())
     assert row["defenses"] == ["dp", "cvb"]
     assert row["config"]["defenses"]["dp"] == {"clip_norm": 20.0, "noise_multiplier": 1e-3}
-    assert "| MNIST | cnn | ✗ | ✓ | ✗ | C | σ=0.001 | IG | 2 |" in (out / "table.md").read_text()
+    assert "| MNIST | cnn | ✗ | ✓ | ✗ | C | σ=0.001 | CDIA | 2 |" in (out / "table.md").read_text()
     capsys.readouterr()
     assert _run(out, "--defenses=precode,cvb") == 2
     assert "at most one" in capsys.readouterr().out

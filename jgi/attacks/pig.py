@@ -1,0 +1,22 @@
+"""Partial Inverting Gradients (PIG, the "ignore attack") against variational bottlenecks.
+
+Scheliga, Maeder, Seeland, "Privacy Preserving Federated Learning with Convolutional
+Variational Bottlenecks" (2024b): the gradients of the bottleneck decoder and of every
+later layer are the most stochastic, so they are left out of the gradient distance;
+eps is sampled afresh every step as in IG. For the CNN with a CVB after block 0 this
+keeps conv0 and the CVB's encoder, as the authors' ``ignore_gradient_layers`` do.
+"""
+
+from __future__ import annotations
+
+from jgi.attacks.mimic import Knowledge
+from jgi.defenses.stack import DefenseStack
+
+NAME = "pig"
+
+
+def knowledge_for(stack: DefenseStack) -> Knowledge:
+    if stack.bottleneck is None:
+        raise ValueError("PIG targets PRECODE or CVB; the stack has neither "
+                         f"({stack.names or 'no defense'}).")
+    return Knowledge(bottleneck="exclude")

@@ -1,0 +1,75 @@
+"""Each targeted attack beats the untargeted one where the core paper says it does.
+
+Four real MNIST victims (embedded sample), a compressed schedule (plateau after 100,
+at most 500 iterations). The thresholds sit below what was measured on 2 CPU cores
+(numbers in the comments) and well above the untargeted attack's results.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jgi import data, defenses, fl, metrics, models
+from jgi.attacks import ATTACKS, ig, mimic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_attack(mnist_sample):
+    ds, info = mnist_sample, mnist_sample.info
+    key = jax.random.key(0)
+    split = fl.iid_split(jax.random.fold_in(key, 0), len(ds.y_train))
+    idx = fl.sample_victims(jax.random.fold_in(key, 1), split, 4)
+    x = jnp.asarray(data.normalize(ds.x_train[idx], info))
+    y = jnp.asarray(ds.y_train[idx])
+    cfg = ig.IGConfig(max_iters=500, plateau_patience=100, stop_patience=300)
+
+    def run(stack, attack):
+        model = models.get("cnn", **stack.model_options())
+        params = model.init(jax.random.fold_in(key, 2), info.image_shape)
+        r = fl.sample_victim_randomness(jax.random.fold_in(key, 4), model, params, stack,
+                                        info.image_shape, 4)
+        updates = jax.jit(lambda p: fl.victim_updates(model, p, x, y, r, stack))(params)
+        result = mimic.reconstruct(model, params, updates, y, jax.random.fold_in(key, 3), stack,
+                                   ATTACKS[attack](stack), cfg, input_shape=info.image_shape,
+                                   bounds=data.input_bounds(info), progress=False,
+                                   client_noise=r.model, client_dp_noise=r.dp)
+        recon = np.clip(data.denormalize(result.best["x"], info), 0, 1)
+        return metrics.ssim(ds.x_train[idx], recon)
+
+    return run
+
+
+def test_dia_beats_ig_against_dropout(run_attack):
+    stack = defenses.from_names("dropout")
+    ig_ssim, dia_ssim = run_attack(stack, "ig"), run_attack(stack, "dia")
+    # Measured: IG 0.298 mean (max 0.37); DIA 0.915 mean (min 0.874).
+    assert ig_ssim.max() < 0.5 and dia_ssim.min() > 0.75, (ig_ssim, dia_ssim)
+
+
+@pytest.mark.parametrize("rate,measured_gpia_min", [(0.9, 0.916), (0.99, 0.706)])
+def test_gpia_beats_ig_against_pruning(run_attack, rate, measured_gpia_min):
+    stack = defenses.from_names("prune", prune=rate)
+    ig_ssim, gpia_ssim = run_attack(stack, "ig"), run_attack(stack, "gpia")
+    # Measured means: p=0.9 IG 0.688, GPIA 0.950; p=0.99 IG 0.284, GPIA 0.812.
+    assert gpia_ssim.mean() > ig_ssim.mean() + 0.2, (ig_ssim, gpia_ssim)
+    assert gpia_ssim.min() > measured_gpia_min - 0.1
+
+
+def test_vbia_beats_pig_against_cvb(run_attack):
+    stack = defenses.from_names("cvb")
+    pig_ssim, vbia_ssim = run_attack(stack, "pig"), run_attack(stack, "vbia")
+    # Measured: PIG 0.355 mean (max 0.429); VBIA 0.778 mean (min 0.734).
+    assert pig_ssim.max() < 0.5 and vbia_ssim.min() > 0.6, (pig_ssim, vbia_ssim)
+
+
+def test_wiig_restores_and_dpia_does_not_under_dp(run_attack):
+    stack = defenses.from_names("dp", dp=defenses.DPConfig(20.0, 1e-3))
+    ig_ssim, wiig_ssim, dpia_ssim = (run_attack(stack, a) for a in ("ig", "wiig", "dpia"))
+    # Measured means: IG 0.702, WIIG 0.908, DPIA -0.005 (as in the paper's Table 1,
+    # DPIA ends below IG).
+    assert wiig_ssim.mean() > ig_ssim.mean() + 0.1, (ig_ssim, wiig_ssim)
+    assert wiig_ssim.min() > 0.8
+    assert dpia_ssim.max() < 0.3 < ig_ssim.mean()
