@@ -34,6 +34,8 @@ import numpy as np
 
 from jgi import data, defenses, figures, fl, metrics, models, results, tables
 from jgi.attacks import ATTACKS, STOP_REASONS, AttackCheckpoint, ig, mimic
+from jgi.checkpointing import fedavg_checkpoint
+from jgi.fl import fedavg
 from jgi.attacks.labels import idlg_labels
 from jgi.defenses import input_encoding
 
@@ -50,12 +52,16 @@ class AblationConfig:
       stacks: the defense stacks to evaluate, each a tuple of defense names.
       attack: attack name (``jgi.attacks.ATTACKS``; the paper's tables use CDIA).
       victims: number of victim images (paper: 128).
-      seed: one seed for split, victims, model initialisation, client and attack.
+      seed: the first seed; one seed fixes split, victims, model initialisation, the
+        clients' randomness, the attack and the federated training.
+      seeds: number of seeds (seed, seed + 1, ...); the paper reports 3.
       labels: "known" (paper) or "idlg" (recovered from the classifier gradient).
       dropout_rate, dp, prune_rate: defense settings (paper: 0.25, tau 20 / sigma 1e-4,
         0.5).
       num_clients, val_fraction, victim_client: the federated split (paper: 10, 0.1, 0).
       ig: the attack's hyperparameters.
+      fedavg: federated-training settings for the utility columns, or None to skip them.
+      privacy: run the attacks (False: utility only).
       preset: the preset the settings came from (recorded only).
       data_dir, data_source, verify: where the data come from.
       progress: show progress bars.
@@ -67,6 +73,7 @@ class AblationConfig:
     attack: str = "cdia"
     victims: int = 128
     seed: int = 0
+    seeds: int = 1
     labels: str = "known"
     dropout_rate: float = defenses.stack.PAPER_DROPOUT_RATE
     dp: defenses.DPConfig = defenses.stack.PAPER_DP
@@ -75,6 +82,8 @@ class AblationConfig:
     val_fraction: float = 0.1
     victim_client: int = 0
     ig: ig.IGConfig = ig.IGConfig()
+    fedavg: fedavg.FedAvgConfig | None = None
+    privacy: bool = True
     preset: str = "paper"
     data_dir: str | None = None
     data_source: str = "auto"
@@ -87,12 +96,21 @@ class AblationConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's settings (section 5.2): 128 victims, the full IG schedule.
-    "paper": {"victims": 128, "ig": ig.IGConfig()},
+    # The paper's settings (section 5): 128 victims and the full IG schedule; FedAvg up to
+    # 300 rounds with patience 40; 3 seeds. Meant for a GPU.
+    "paper": {"victims": 128, "ig": ig.IGConfig(), "fedavg": fedavg.FedAvgConfig(),
+              "seeds": 3},
+    # A reduced but meaningful scale for 2 CPU cores (the CNN/MNIST 24-row table
+    # overnight): 32 victims with the full IG schedule; FedAvg up to 20 rounds with
+    # patience 5; one seed.
+    "cpu": {"victims": 32, "ig": ig.IGConfig(),
+            "fedavg": fedavg.FedAvgConfig(rounds=20, patience=5), "seeds": 1},
     # Minutes on 2 CPU cores: 8 victims, a compressed schedule (plateau after 100
-    # iterations, at most 1,000). Reconstructions are recognisable but not converged.
+    # iterations, at most 1,000); 2 FedAvg rounds. Reconstructions are recognisable but
+    # not converged; accuracies are far from trained.
     "smoke": {"victims": 8, "ig": ig.IGConfig(max_iters=1000, plateau_patience=100,
-                                             stop_patience=400, chunk_size=100)},
+                                             stop_patience=400, chunk_size=100),
+              "fedavg": fedavg.FedAvgConfig(rounds=2, patience=2), "seeds": 1},
 }
 
 
@@ -112,6 +130,7 @@ class _Victims:
     """The victim set and what the client draws from (shared by every stack)."""
 
     idx: np.ndarray
+    split: fl.FederatedSplit
     originals: np.ndarray  # [0, 1]
     x: jax.Array  # normalised
     y: jax.Array
@@ -123,13 +142,13 @@ class _Victims:
 def _victims(config: AblationConfig, dataset: data.Dataset) -> _Victims:
     key = jax.random.key(config.seed)
     keys = {name: jax.random.fold_in(key, i) for i, name in
-            enumerate(("split", "victims", "model", "attack", "client", "encoding"))}
+            enumerate(("split", "victims", "model", "attack", "client", "encoding", "fedavg"))}
     split = fl.iid_split(keys["split"], len(dataset.y_train), config.num_clients,
                          config.val_fraction)
     idx = fl.sample_victims(keys["victims"], split, config.victims, config.victim_client)
     pool = split.train_idx[config.victim_client]
     info = dataset.info
-    return _Victims(idx=idx, originals=dataset.x_train[idx],
+    return _Victims(idx=idx, split=split, originals=dataset.x_train[idx],
                     x=jnp.asarray(data.normalize(dataset.x_train[idx], info)),
                     y=jnp.asarray(dataset.y_train[idx]),
                     pool_x=jnp.asarray(data.normalize(dataset.x_train[pool], info)),
@@ -147,6 +166,58 @@ def _identity(config: AblationConfig, dataset: data.Dataset, model: models.Model
         "attack_config": dataclasses.asdict(config.ig),
         "data": {"source": dataset.source, "n_train": int(len(dataset.y_train))},
     }
+
+
+def _utility_identity(config: AblationConfig, dataset: data.Dataset, model: models.Model,
+                      stack: defenses.DefenseStack) -> dict:
+    return {
+        "kind": "utility", "model": model.describe(), "dataset": config.dataset,
+        "defenses": stack.describe(), "seed": config.seed, "num_clients": config.num_clients,
+        "val_fraction": config.val_fraction,
+        "fedavg": dataclasses.asdict(config.fedavg),
+        "data": {"source": dataset.source, "n_train": int(len(dataset.y_train)),
+                 "n_test": int(len(dataset.y_test))},
+    }
+
+
+def _utility_row(config, dataset, normalized, model, stack, identity, rid, workdir) -> dict:
+    """Federated training of the stack's model; one utility row."""
+    info = dataset.info
+    key = jax.random.fold_in(jax.random.key(config.seed), 6)
+    split = fl.iid_split(jax.random.fold_in(jax.random.key(config.seed), 0),
+                         len(dataset.y_train), config.num_clients, config.val_fraction)
+    cdata = fedavg.client_data(normalized, dataset.y_train, split)
+    x_test = jnp.asarray(data.normalize(dataset.x_test, info))
+    y_test = jnp.asarray(dataset.y_test)
+    fcfg = config.fedavg
+    _print(f"fedavg: {config.num_clients} clients x {cdata.y_train.shape[1]} training images, "
+           f"up to {fcfg.rounds} rounds (patience {fcfg.patience}), {model.name} ({info.name}), "
+           f"defenses {stack.names or 'none'}, device {_device_description()}")
+    checkpoint = fedavg_checkpoint(workdir / "checkpoints" / rid)
+    result = fedavg.train(model, stack, cdata, x_test, y_test, key, fcfg,
+                          progress=(f"fedavg {'+'.join(stack.names) or 'none'}"
+                                    if config.progress else False),
+                          checkpoint=checkpoint)
+    if checkpoint.restored_step is not None:
+        _print(f"resumed from the checkpoint after round {checkpoint.restored_step}")
+    row = {
+        "row_id": rid, "kind": "utility", "model": config.model, "dataset": config.dataset,
+        "defenses": stack.names, "attack": None, "seed": config.seed,
+        "accuracy": result.accuracy, "final_accuracy": result.final_accuracy,
+        "max_accuracy": result.max_accuracy, "best_round": result.best_round,
+        "rounds": result.rounds, "stopped_early": result.stopped_early,
+        "history": result.history, "wall_seconds": result.wall_seconds,
+        "samples_per_second": result.samples_per_second,
+        "device": _device_description(), "data_origin": dataset.origin,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": {**identity, "preset": config.preset},
+    }
+    results.append_row(workdir / "results.jsonl", row)
+    checkpoint.clear()
+    _print(f"        test accuracy {100 * result.accuracy:.2f}% (round {result.best_round} of "
+           f"{result.rounds}; final {100 * result.final_accuracy:.2f}%), "
+           f"{result.wall_seconds:.0f} s")
+    return row
 
 
 def run(config: AblationConfig, workdir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -188,24 +259,44 @@ def run_rows(config: AblationConfig, workdir: str | os.PathLike,
     dataset = data.load(config.dataset, data_dir=config.data_dir, source=config.data_source,
                         verify=config.verify)
     _print(f"data:   {dataset.describe()}")
-    victims = _victims(config, dataset)
+    stacks: list[defenses.DefenseStack] = []
+    for stack, _ in specs:
+        if stack not in stacks:
+            stacks.append(stack)
+    jobs = []  # (seed config, stack, attack or None for the utility row)
+    for seed in range(config.seed, config.seed + config.seeds):
+        seeded = dataclasses.replace(config, seed=seed)
+        for stack in stacks:
+            if config.privacy:
+                jobs += [(seeded, stack, a) for s_, a in specs if s_ == stack]
+            if config.fedavg is not None:
+                jobs.append((seeded, stack, None))
+    normalized = None
     rows = []
-    for n, (stack, attack) in enumerate(specs, 1):
+    for n, (seeded, stack, attack) in enumerate(jobs, 1):
         model = models.get(config.model, num_classes=dataset.info.num_classes,
                            **stack.model_options())
-        identity = _identity(config, dataset, model, stack, attack)
+        identity = (_identity(seeded, dataset, model, stack, attack) if attack is not None
+                    else _utility_identity(seeded, dataset, model, stack))
         rid = results.row_id(identity)
         existing = [r for r in results.read_rows(workdir / "results.jsonl")
                     if r.get("row_id") == rid]
-        label = f"{attack.upper()} vs {', '.join(stack.names) or 'no defense'}"
+        what = attack.upper() if attack is not None else "FedAvg utility"
+        label = (f"{what} vs {', '.join(stack.names) or 'no defense'}, seed {seeded.seed}")
         if existing:
-            _print(f"[{n}/{len(specs)}] {label}: row {rid} is already in "
+            _print(f"[{n}/{len(jobs)}] {label}: row {rid} is already in "
                    f"{workdir / 'results.jsonl'}; reusing it.")
             rows.append(existing[-1])
             continue
-        _print(f"[{n}/{len(specs)}] {label}")
-        rows.append(_attack_row(config, dataset, victims, model, stack, attack, identity, rid,
-                                workdir))
+        _print(f"[{n}/{len(jobs)}] {label}")
+        if attack is not None:
+            rows.append(_attack_row(seeded, dataset, _victims(seeded, dataset), model, stack,
+                                    attack, identity, rid, workdir))
+        else:
+            if normalized is None:
+                normalized = data.normalize(dataset.x_train, dataset.info)
+            rows.append(_utility_row(seeded, dataset, normalized, model, stack, identity, rid,
+                                     workdir))
     if write_outputs:
         _write_outputs(workdir, rows)
     return rows
@@ -285,6 +376,7 @@ def _attack_row(config, dataset, victims, model, stack, attack, identity, rid,
         "data_origin": dataset.origin,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {**identity, "preset": config.preset},
+        "kind": "attack",
     }
     results.append_row(workdir / "results.jsonl", row)
     checkpoint.clear()
@@ -304,6 +396,8 @@ def _write_outputs(workdir: Path, rows: list[dict[str, Any]]) -> None:
     results.write_text(workdir / "table.csv", tables.csv_table(all_rows))
     loaded = []
     for row in rows:
+        if row.get("kind", "attack") != "attack":
+            continue
         npz = workdir / "reconstructions" / f"{row['row_id']}.npz"
         if npz.exists():
             with np.load(npz) as d:
@@ -346,8 +440,15 @@ def build_config(args: argparse.Namespace) -> AblationConfig:
         "chunk_size": args.chunk_size}.items() if v is not None}
     if overrides:
         attack_cfg = dataclasses.replace(attack_cfg, **overrides)
+    fed = preset["fedavg"]
+    fed_overrides = {k: v for k, v in {"rounds": args.rounds, "patience": args.patience}.items()
+                     if v is not None}
+    if fed_overrides:
+        fed = dataclasses.replace(fed, **fed_overrides)
     return AblationConfig(
         model=args.model, dataset=args.dataset, stacks=parse_stacks(args.defenses),
+        seeds=args.seeds if args.seeds is not None else preset["seeds"],
+        fedavg=None if args.no_utility else fed, privacy=not args.no_privacy,
         attack=args.attack,
         victims=args.victims if args.victims is not None else preset["victims"],
         seed=args.seed, labels=args.labels, dropout_rate=args.dropout_rate,
@@ -390,7 +491,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         default=defenses.stack.PAPER_PRUNE_FRACTION,
                         help="gradient pruning fraction (0.5; Table 2 uses 0.9-0.99)")
     parser.add_argument("--labels", default="known", choices=LABEL_MODES)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds (paper preset: 3; cpu and smoke: 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="maximum FedAvg rounds (paper: 300; cpu: 20; smoke: 2)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="FedAvg early-stopping patience in rounds (paper: 40)")
+    parser.add_argument("--no-utility", action="store_true",
+                        help="skip federated training (privacy columns only)")
+    parser.add_argument("--no-privacy", action="store_true",
+                        help="skip the attacks (accuracy column only)")
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--data-dir", default=None,
                         help="folder with mnist.npz / cifar10.npz (default $JGI_DATA_DIR)")
@@ -401,7 +512,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", default=None,
                         help="output folder (default runs/<model>_<dataset>_<preset>)")
     args = parser.parse_args(argv)
-    for flag in ("victims", "max_iters", "chunk_size"):
+    if args.no_utility and args.no_privacy:
+        parser.error("--no-utility and --no-privacy together leave nothing to run")
+    for flag in ("victims", "max_iters", "chunk_size", "seeds", "rounds", "patience"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
@@ -412,9 +525,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         argv = ["--preset=smoke"]
-        _print("No flags given: running the quick demo, --preset=smoke (8 MNIST victims, "
-               "1,000 iterations). The paper's setting is --preset=paper (128 victims, "
-               "20,000 iterations); see --help.")
+        _print("No flags given: running the quick demo, --preset=smoke (CDIA on 8 MNIST "
+               "victims, 1,000 iterations; 2 FedAvg rounds). The paper's setting is "
+               "--preset=paper (128 victims, 20,000 iterations, 300 rounds, 3 seeds); a "
+               "laptop-sized one is --preset=cpu; see --help.")
     args = parse_args(argv)
     try:
         config = build_config(args)

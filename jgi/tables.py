@@ -2,8 +2,8 @@
 
 Columns: dataset, model, DO (dropout), DP, GP (gradient pruning), PM (privacy module:
 P = PRECODE, C = CVB), attack, SSIM mean (± std over victims), ASR in %, accuracy
-(mean ± std over seeds, once utility is measured), and the paper's published SSIM and
-ASR for the same CNN row where one exists (:data:`PAPER_TABLE4`).
+(test accuracy of the federated model, mean ± std over seeds), and the paper's published
+SSIM, ASR and accuracy for the same CNN row where one exists (:data:`PAPER_TABLE4`).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def settings_note(row: dict[str, Any]) -> str:
 
 
 def _group_key(row: dict[str, Any]):
-    """Rows that differ only in their seed share a key."""
+    """Attack rows that differ only in their seed share a key."""
     config = dict(row.get("config") or {})
     config.pop("seed", None)
     config.pop("preset", None)
@@ -119,15 +119,31 @@ def _group_key(row: dict[str, Any]):
             row["attack"], json.dumps(config, sort_keys=True, default=str))
 
 
+def _stack_key(row: dict[str, Any]):
+    """What attack and utility rows of the same defense stack have in common."""
+    return (row["dataset"], row["model"], tuple(canonical_defenses(row["defenses"])),
+            settings_note(row), (row.get("config") or {}).get("preset"))
+
+
 def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merges rows that differ only in seed: SSIM and ASR pooled, accuracy over seeds."""
+    """One entry per (stack, attack): SSIM/ASR pooled over seeds' victims; accuracy (from
+    the utility rows of the same stack) as mean and std over seeds. Stacks with only a
+    utility row get an entry with attack "–"."""
+    rows = list(rows)
+    utility: dict[Any, list[float]] = defaultdict(list)
+    for row in rows:
+        if row.get("kind") == "utility":
+            utility[_stack_key(row)].append(row["accuracy"])
     groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[_group_key(row)].append(row)
-    merged = []
+        if row.get("kind", "attack") == "attack":
+            groups[_group_key(row)].append(row)
+    merged, covered = [], set()
     for (dataset, model, defenses, attack, _), members in groups.items():
         ssims = np.concatenate([np.asarray(r["per_victim_ssim"], float) for r in members])
-        accs = [r["accuracy"] for r in members if r.get("accuracy") is not None]
+        key = _stack_key(members[0])
+        covered.add(key)
+        accs = utility.get(key, [])
         merged.append({
             "dataset": dataset, "model": model, "defenses": list(defenses), "attack": attack,
             "settings": settings_note(members[0]),
@@ -138,7 +154,17 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "psnr_mean": float(np.mean([r["psnr_mean"] for r in members])),
             "accuracy": float(np.mean(accs)) if accs else None,
             "accuracy_std": float(np.std(accs)) if accs else None,
+            "accuracy_seeds": len(accs),
         })
+    for key, accs in utility.items():
+        if key in covered:
+            continue
+        dataset, model, defenses, settings, _ = key
+        merged.append({"dataset": dataset, "model": model, "defenses": list(defenses),
+                       "attack": "–", "settings": settings, "n_victims": 0,
+                       "ssim_mean": None, "ssim_std": None, "asr": None,
+                       "accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+                       "accuracy_seeds": len(accs)})
     order = {d: i for i, d in enumerate(DATASET_LABELS)}
     stack_order = {(ds, st): i for i, (ds, st) in enumerate(PAPER_TABLE4)}
     merged.sort(key=lambda r: (order.get(r["dataset"], 99), r["model"],
@@ -156,19 +182,22 @@ def _fmt_acc(row):
 def table_rows(rows: Iterable[dict[str, Any]]) -> list[list[str]]:
     """Header plus one list of cells per aggregated row."""
     out = [["Dataset", "Model", "DO", "DP", "GP", "PM", "Settings", "Attack", "Victims", "SSIM ↓",
-            "ASR [%] ↓", "Accuracy [%] ↑", "Paper (CDIA) SSIM",
-            "Paper (CDIA) ASR [%]"]]
+            "ASR [%] ↓", "Accuracy [%] ↑", "Paper (CDIA) SSIM", "Paper (CDIA) ASR [%]",
+            "Paper accuracy [%]"]]
     for r in aggregate(rows):
         paper = PAPER_TABLE4.get((r["dataset"], tuple(r["defenses"]))) \
             if r["model"] == "cnn" and not r["settings"] else None
         out.append([
             DATASET_LABELS.get(r["dataset"], r["dataset"]), r["model"],
             *defense_columns(r["defenses"]), r["settings"] or "paper",
-            r["attack"].upper(), str(r["n_victims"]),
-            f"{r['ssim_mean']:.2f} (± {r['ssim_std']:.2f})", f"{100 * r['asr']:.2f}",
+            r["attack"].upper(), str(r["n_victims"]) if r["n_victims"] else "–",
+            f"{r['ssim_mean']:.2f} (± {r['ssim_std']:.2f})" if r["ssim_mean"] is not None
+            else "–",
+            f"{100 * r['asr']:.2f}" if r["asr"] is not None else "–",
             _fmt_acc(r),
             f"{paper['ssim_mean']:.2f} (± {paper['ssim_std']:.2f})" if paper else "–",
             f"{paper['asr_percent']:.2f}" if paper else "–",
+            f"{paper['accuracy']:.2f} (± {paper['accuracy_std']:.2f})" if paper else "–",
         ])
     return out
 

@@ -12,7 +12,7 @@
 """
 
 from jgi.attacks import cdia, dia, dpia, gpia, ig, labels, mimic, pig, runner, vbia, wiig
-from jgi.attacks.checkpoint import AttackCheckpoint
+from jgi.checkpointing import AttackCheckpoint
 from jgi.attacks.mimic import Knowledge
 from jgi.attacks.runner import STOP_REASONS, AttackResult, Problem, StoppingRule
 

@@ -184,7 +184,7 @@ def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
       bounds: per-channel (lower, upper) of valid inputs in the model's input space,
         or None for no box constraint.
       progress: show a progress bar (a string is its description).
-      checkpoint: optional :class:`~jgi.attacks.checkpoint.AttackCheckpoint`.
+      checkpoint: optional :class:`~jgi.checkpointing.AttackCheckpoint`.
 
     Returns:
       :class:`~jgi.attacks.runner.AttackResult`; ``result.best["x"]`` holds the

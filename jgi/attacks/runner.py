@@ -221,7 +221,7 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
       stopping: the :class:`StoppingRule`.
       chunk_size: steps per compiled chunk; host work happens only between chunks.
       progress: show a tqdm bar (a string is used as its description).
-      checkpoint: optional :class:`jgi.attacks.checkpoint.AttackCheckpoint`; the state
+      checkpoint: optional :class:`jgi.checkpointing.AttackCheckpoint`; the state
         is restored from it if present and saved to it between chunks.
       compact: once at most half of the victims in the batch are still running, continue
         with only those (padded with stopped, frozen victims to a power of two), so the

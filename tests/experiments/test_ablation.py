@@ -9,10 +9,10 @@ REQUIRED = ("model", "dataset", "defenses", "attack", "n_victims", "ssim_mean", 
             "device", "config")
 
 
-def _run(out, *extra):
+def _run(out, *extra, utility=False):
     return ablation.main(["--preset=smoke", "--data-source=embedded", "--victims=2",
                           "--max-iters=40", "--chunk-size=20", "--no-progress", f"--out={out}",
-                          *extra])
+                          *([] if utility else ["--no-utility"]), *extra])
 
 
 def test_smoke_run_writes_results_table_and_picture_and_reuses_finished_rows(tmp_path, capsys):
@@ -72,9 +72,11 @@ def test_no_flags_runs_the_demo_on_embedded_data(tmp_path, monkeypatch, capsys):
     assert ablation.main([]) == 0
     printed = capsys.readouterr().out
     assert "quick demo" in printed and "from embedded" in printed
-    row = json.loads((tmp_path / "runs" / "cnn_mnist_smoke" / "results.jsonl").read_text())
+    lines = (tmp_path / "runs" / "cnn_mnist_smoke" / "results.jsonl").read_text().splitlines()
+    row, utility = (json.loads(line) for line in lines)
     # The demo really reconstructs: measured SSIM 0.945, ASR 100% on 2 CPU cores.
     assert row["n_victims"] == 8 and row["ssim_mean"] > 0.85 and row["asr"] >= 0.875
+    assert utility["kind"] == "utility" and utility["rounds"] == 2
 
 
 def _offline(info, download=True):
@@ -104,3 +106,46 @@ def test_several_stacks_make_one_table_and_a_figure_per_stack(tmp_path):
     assert [r["defenses"] for r in rows] == [[], ["prune"]]
     assert (out / "reconstructions.png").stat().st_size > 3000
     assert len((out / "table.csv").read_text().splitlines()) == 3
+
+
+def test_utility_rows_fill_the_accuracy_column(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "--defenses=none;dp", "--rounds=1", utility=True) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    kinds = [(r["kind"], r["defenses"]) for r in rows]
+    assert kinds == [("attack", []), ("utility", []), ("attack", ["dp"]), ("utility", ["dp"])]
+    utility = [r for r in rows if r["kind"] == "utility"]
+    for r in utility:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["rounds"] == 1
+        assert len(r["history"]["test_accuracy"]) == 1
+    # Real (embedded) MNIST: one round of 10 clients beats chance by far.
+    assert utility[0]["accuracy"] > 0.3
+    table = (out / "table.md").read_text()
+    assert f"{100 * utility[0]['accuracy']:.2f} (± 0.00)" in table
+
+
+def test_a_resumed_run_produces_exactly_the_rows_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    args = ("--defenses=none;prune", "--seeds=1")
+    assert _run(tmp_path / "straight", *args) == 0
+    real = ablation._attack_row
+    calls = []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ablation, "_attack_row", interrupted)
+    assert _run(tmp_path / "resumed", *args) == 130  # Ctrl-C after the first row
+    monkeypatch.setattr(ablation, "_attack_row", real)
+    assert len((tmp_path / "resumed" / "results.jsonl").read_text().splitlines()) == 1
+    assert _run(tmp_path / "resumed", *args) == 0
+
+    def comparable(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        drop = ("wall_seconds", "compile_seconds", "created")
+        return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+    assert comparable(tmp_path / "resumed" / "results.jsonl") == comparable(
+        tmp_path / "straight" / "results.jsonl")

@@ -1,10 +1,9 @@
-"""Saving and restoring a running attack between chunks, so an interrupted run resumes.
+"""Periodic checkpoints of long runs (attacks, federated training) so they resume.
 
-The runner state is a pytree of arrays; it is written with orbax's
-``StandardCheckpointer`` to ``<directory>/step_<iteration>`` at most every
-``every_seconds`` and restored on the next run with the same directory. Only the newest
-step is kept. A checkpoint whose shapes do not match the attack being run is refused
-rather than silently reused.
+A run's state is a pytree of arrays; it is written with orbax's ``StandardCheckpointer``
+to ``<directory>/step_<n>`` at most every ``every_seconds`` and restored on the next run
+with the same directory. Only the newest step is kept. A checkpoint whose structure or
+shapes do not match the run is refused rather than silently reused.
 """
 
 from __future__ import annotations
@@ -12,25 +11,36 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 
-class AttackCheckpoint:
-    """Periodic checkpoint of one attack's runner state.
+def _attack_step(state: Any) -> int:
+    return int(np.max(np.asarray(state.iteration)))
+
+
+class PeriodicCheckpoint:
+    """Periodic checkpoint of one run's state.
 
     Args:
-      directory: folder for this attack's checkpoints (one attack per folder).
+      directory: folder for this run's checkpoints (one run per folder).
       every_seconds: minimum wall time between two saves.
+      step_of: the step number of a state (names the checkpoint, reported on restore).
     """
 
-    def __init__(self, directory: str | Path, every_seconds: float = 60.0):
+    def __init__(self, directory: str | Path, every_seconds: float = 60.0,
+                 step_of: Callable[[Any], int] = _attack_step):
         self.directory = Path(directory).absolute()
         self.every_seconds = every_seconds
+        self.step_of = step_of
         self._last_save = time.monotonic()
-        self.restored_iteration: int | None = None
+        self.restored_step: int | None = None
+
+    @property
+    def restored_iteration(self) -> int | None:
+        return self.restored_step
 
     def _steps(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -51,17 +61,17 @@ class AttackCheckpoint:
                 state = ckptr.restore(steps[-1], abstract)
         except Exception as e:
             raise ValueError(
-                f"Checkpoint {steps[-1]} does not match this attack ({type(e).__name__}: "
-                f"{str(e)[:300]}). Delete {self.directory} to start the attack afresh."
+                f"Checkpoint {steps[-1]} does not match this run ({type(e).__name__}: "
+                f"{str(e)[:300]}). Delete {self.directory} to start afresh."
             ) from e
-        self.restored_iteration = int(np.max(np.asarray(state.iteration)))
+        self.restored_step = self.step_of(state)
         return state
 
     def save(self, state: Any) -> None:
         import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-        iteration = int(np.max(np.asarray(state.iteration)))
+        step = self.step_of(state)
         self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"step_{iteration}"
+        target = self.directory / f"step_{step}"
         if target.exists():
             return
         with ocp.StandardCheckpointer() as ckptr:
@@ -82,5 +92,15 @@ class AttackCheckpoint:
             self.save(state)
 
     def clear(self) -> None:
-        """Deletes the checkpoints (after the attack's result has been recorded)."""
+        """Deletes the checkpoints (after the run's result has been recorded)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class AttackCheckpoint(PeriodicCheckpoint):
+    """Checkpoint of an attack's runner state, named by its furthest iteration."""
+
+
+def fedavg_checkpoint(directory: str | Path, every_seconds: float = 60.0) -> PeriodicCheckpoint:
+    """Checkpoint of a FedAvg run's ``{"state", "history"}``, named by its round."""
+    return PeriodicCheckpoint(directory, every_seconds,
+                              step_of=lambda s: int(np.asarray(s["state"].round)))

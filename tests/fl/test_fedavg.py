@@ -1,0 +1,111 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jgi import defenses, fl, models
+from jgi.checkpointing import fedavg_checkpoint, PeriodicCheckpoint
+from jgi.fl import fedavg
+
+SHAPE = (12, 12, 1)
+
+
+def _data(num_clients=3, n_train=32, n_val=8, seed=0):
+    k = jax.random.split(jax.random.key(seed), 4)
+    return fedavg.ClientData(
+        x_train=jax.random.normal(k[0], (num_clients, n_train, *SHAPE)),
+        y_train=jax.random.randint(k[1], (num_clients, n_train), 0, 10),
+        x_val=jax.random.normal(k[2], (num_clients, n_val, *SHAPE)),
+        y_val=jax.random.randint(k[3], (num_clients, n_val), 0, 10))
+
+
+def _test_set():
+    return jax.random.normal(jax.random.key(9), (20, *SHAPE)), jnp.arange(20) % 10
+
+
+def test_one_round_of_full_batch_sgd_equals_centralized_gradient_descent_on_the_union():
+    model = models.get("cnn", channels=(4, 8), padding="SAME")
+    data = _data()
+    cfg = fedavg.FedAvgConfig(rounds=1, batch_size=32, optimizer_name="sgd", lr=0.1,
+                              patience=5)
+    result = fedavg.train(model, defenses.NO_DEFENSE, data, *_test_set(), jax.random.key(1),
+                          cfg, progress=False)
+    # Centralised: one gradient step on all 96 examples, from the same initialisation.
+    params = model.init(jax.random.split(jax.random.key(1))[0], SHAPE)
+    x = data.x_train.reshape(-1, *SHAPE)
+    y = data.y_train.reshape(-1)
+    grad = jax.grad(lambda p: fl.client_loss(model, p, x, y, {}))(params)
+    expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, grad)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 result.params, expected)
+
+
+def test_early_stopping_triggers_after_patience_rounds_without_improvement():
+    model = models.get("cnn", channels=(4, 8))
+    cfg = fedavg.FedAvgConfig(rounds=50, batch_size=16, lr=0.0, patience=3)  # nothing moves
+    result = fedavg.train(model, defenses.NO_DEFENSE, _data(), *_test_set(), jax.random.key(0),
+                          cfg, progress=False)
+    assert result.stopped_early and result.rounds == 4 and result.best_round == 1
+    assert len(result.history["val_loss"]) == 4
+    assert len(set(np.round(result.history["val_loss"], 6))) == 1
+
+
+def test_defenses_are_applied_in_training_and_training_learns():
+    stack = defenses.from_names("dropout,dp,prune,cvb")
+    model = models.get("cnn", channels=(8, 16), **stack.model_options())
+    data = _data(n_train=32)
+    cfg = fedavg.FedAvgConfig(rounds=3, batch_size=16, lr=1e-2, patience=10)
+    result = fedavg.train(model, stack, data, data.x_train[0], data.y_train[0],
+                          jax.random.key(0), cfg, progress=False)
+    losses = result.history["train_loss"]
+    assert result.rounds == 3 and np.isfinite(losses).all()
+    assert losses[-1] < losses[0]  # it learns (here: memorises its random labels)
+    local = fedavg.make_local_training(model, stack, cfg, SHAPE, 32)
+    params = model.init(jax.random.key(0), SHAPE)
+    tx = cfg.optimizer()
+    out1 = jax.jit(local)(params, tx.init(params), data.x_train[0], data.y_train[0],
+                          jax.random.key(3))
+    out2 = jax.jit(local)(params, tx.init(params), data.x_train[0], data.y_train[0],
+                          jax.random.key(3))
+    jax.tree.map(np.testing.assert_array_equal, out1[0], out2[0])  # same key, same result
+
+
+def test_interrupted_training_resumes_to_the_same_history(tmp_path):
+    model = models.get("cnn", channels=(4, 8))
+    cfg = fedavg.FedAvgConfig(rounds=4, batch_size=16, patience=10)
+    args = (model, defenses.NO_DEFENSE, _data(), *_test_set(), jax.random.key(0), cfg)
+    full = fedavg.train(*args, progress=False)
+
+    class Stop(PeriodicCheckpoint):
+        def due(self):
+            return True
+
+        def save(self, state):
+            super().save(state)
+            if int(state["state"].round) == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fedavg.train(*args, progress=False,
+                     checkpoint=Stop(tmp_path / "ck", step_of=fedavg_checkpoint("x").step_of))
+    ckpt = fedavg_checkpoint(tmp_path / "ck")
+    resumed = fedavg.train(*args, progress=False, checkpoint=ckpt)
+    assert ckpt.restored_step == 2
+    assert resumed.history == full.history
+    jax.tree.map(np.testing.assert_array_equal, resumed.params, full.params)
+
+
+def test_inference_noise_is_deterministic_identity():
+    model = models.get("cnn", dropout=0.25, bottleneck="cvb")
+    noise = fedavg.inference_noise(model, (28, 28, 1), 2)
+    assert float(noise["dropout"]["conv0"].min()) == 0.75 and float(noise["eps"].max()) == 0.0
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="persist, reset"):
+        fedavg.FedAvgConfig(adam_state="keep")
+    with pytest.raises(ValueError, match="adam, sgd"):
+        fedavg.FedAvgConfig(optimizer_name="lbfgs")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        fedavg.make_local_training(models.get("cnn"), defenses.NO_DEFENSE,
+                                   fedavg.FedAvgConfig(batch_size=64), (28, 28, 1), 10)
