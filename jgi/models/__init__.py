@@ -11,10 +11,14 @@ from typing import Any, Callable
 from jgi.models.cnn import cnn
 from jgi.models.interface import Model, Noise, Params, no_noise
 from jgi.models.mlp import mlp
+from jgi.models.resnet import resnet18
+from jgi.models.vit import vit
 
 MODELS: dict[str, Callable[..., Model]] = {
     "cnn": cnn,
     "mlp": mlp,
+    "resnet18": resnet18,
+    "vit": vit,
 }
 
 
@@ -30,4 +34,4 @@ def get(name: str, **options: Any) -> Model:
     return factory(**options)
 
 
-__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "get", "mlp", "no_noise"]
+__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "get", "mlp", "no_noise", "resnet18", "vit"]
