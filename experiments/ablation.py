@@ -48,6 +48,7 @@ class AblationConfig:
 
     Attributes:
       model: registry name (``jgi.models.MODELS``).
+      model_options: extra options for the model factory, e.g. (("padding", "VALID"),).
       dataset: ``jgi.data.DATASETS`` name.
       stacks: the defense stacks to evaluate, each a tuple of defense names.
       attack: attack name (``jgi.attacks.ATTACKS``; the paper's tables use CDIA).
@@ -68,6 +69,7 @@ class AblationConfig:
     """
 
     model: str = "cnn"
+    model_options: tuple[tuple[str, Any], ...] = ()
     dataset: str = "mnist"
     stacks: tuple[tuple[str, ...], ...] = ((),)
     attack: str = "cdia"
@@ -250,7 +252,8 @@ def run_rows(config: AblationConfig, workdir: str | os.PathLike,
     for stack, attack in specs:
         if attack not in ATTACKS:
             raise ValueError(f"Unknown attack {attack!r}; valid: {', '.join(ATTACKS)}.")
-        model = models.get(config.model, **stack.model_options())  # refuses bad placements
+        model = models.get(config.model, **dict(config.model_options),
+                           **stack.model_options())  # refuses bad placements and options
         ATTACKS[attack](stack).check(model, stack)  # refuses attacks without their defense
         if stack.encoding is not None and config.labels == "idlg":
             raise ValueError("--labels=idlg assumes one-hot labels; it cannot be combined "
@@ -275,7 +278,7 @@ def run_rows(config: AblationConfig, workdir: str | os.PathLike,
     rows = []
     for n, (seeded, stack, attack) in enumerate(jobs, 1):
         model = models.get(config.model, num_classes=dataset.info.num_classes,
-                           **stack.model_options())
+                           **dict(config.model_options), **stack.model_options())
         identity = (_identity(seeded, dataset, model, stack, attack) if attack is not None
                     else _utility_identity(seeded, dataset, model, stack))
         rid = results.row_id(identity)
@@ -431,6 +434,28 @@ def parse_stacks(spec: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(defenses.parse_names(part)) for part in spec.split(";"))
 
 
+def parse_model_options(spec: str | None) -> tuple[tuple[str, Any], ...]:
+    """``"padding=VALID,conv_impl=lax"`` -> (("padding", "VALID"), ("conv_impl", "lax")).
+
+    Values that parse as int or float become numbers.
+    """
+    if not spec:
+        return ()
+    options = []
+    for part in spec.split(","):
+        if "=" not in part:
+            raise ValueError(f"--model-options expects key=value pairs, got {part!r}.")
+        key, value = (p.strip() for p in part.split("=", 1))
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        options.append((key, value))
+    return tuple(options)
+
+
 def build_config(args: argparse.Namespace) -> AblationConfig:
     """Applies the preset, then every flag given explicitly."""
     preset = PRESETS[args.preset]
@@ -446,7 +471,8 @@ def build_config(args: argparse.Namespace) -> AblationConfig:
     if fed_overrides:
         fed = dataclasses.replace(fed, **fed_overrides)
     return AblationConfig(
-        model=args.model, dataset=args.dataset, stacks=parse_stacks(args.defenses),
+        model=args.model, model_options=parse_model_options(args.model_options),
+        dataset=args.dataset, stacks=parse_stacks(args.defenses),
         seeds=args.seeds if args.seeds is not None else preset["seeds"],
         fedavg=None if args.no_utility else fed, privacy=not args.no_privacy,
         attack=args.attack,
@@ -464,6 +490,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description="Gradient inversion on a federated client's (defended) updates, "
                     "reported in the layout of the core paper's Table 4.")
     parser.add_argument("--model", default="cnn", choices=sorted(models.MODELS))
+    parser.add_argument("--model-options", default=None,
+                        help="extra model options, e.g. padding=VALID (the authors' CNN layout "
+                             "on 32x32 inputs)")
     parser.add_argument("--dataset", default="mnist", choices=sorted(data.DATASETS))
     parser.add_argument("--defenses", default="none",
                         help="'none', a stack like 'dp,cvb', several stacks separated by "

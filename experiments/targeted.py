@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", type=int, required=True, choices=TABLES)
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
     parser.add_argument("--model", default="cnn", choices=["cnn"])
+    parser.add_argument("--model-options", default=None, help="e.g. padding=VALID")
     parser.add_argument("--victims", type=int, default=None)
     parser.add_argument("--max-iters", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -142,8 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = preset["ig"]
     if args.max_iters is not None:
         cfg = dataclasses.replace(cfg, max_iters=args.max_iters)
+    try:
+        model_options = ablation.parse_model_options(args.model_options)
+    except ValueError as e:
+        print(f"error: {e}", flush=True)
+        return 2
     config = ablation.AblationConfig(
-        model=args.model, dataset=args.dataset, ig=cfg, preset=args.preset,
+        model=args.model, model_options=model_options, dataset=args.dataset, ig=cfg,
+        preset=args.preset,
         victims=args.victims if args.victims is not None else preset["victims"],
         seed=args.seed, data_dir=args.data_dir, data_source=args.data_source,
         progress=not args.no_progress)

@@ -6,6 +6,7 @@ error for unknown names.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from jgi.models.cnn import cnn
@@ -31,6 +32,11 @@ def get(name: str, **options: Any) -> Model:
     factory = MODELS.get(name)
     if factory is None:
         raise ValueError(f"Unknown model {name!r}. Valid models: {', '.join(sorted(MODELS))}.")
+    valid = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"Model {name!r} has no option(s) {unknown}; its options are: "
+                         f"{', '.join(valid)}.")
     return factory(**options)
 
 

@@ -149,3 +149,10 @@ def test_a_resumed_run_produces_exactly_the_rows_of_an_uninterrupted_one(tmp_pat
 
     assert comparable(tmp_path / "resumed" / "results.jsonl") == comparable(
         tmp_path / "straight" / "results.jsonl")
+
+
+def test_model_options_reach_the_model_and_bad_ones_are_explained(capsys):
+    assert ablation.parse_model_options("padding=VALID,channels=8") == (("padding", "VALID"),
+                                                                       ("channels", 8))
+    assert ablation.main(["--model-options=padding", "--out=/nonexistent"]) == 2
+    assert "key=value" in capsys.readouterr().out

@@ -77,3 +77,5 @@ def test_errors_name_the_layer_and_both_shapes():
         models.get("alexnet")
     with pytest.raises(ValueError, match="SAME, VALID"):
         models.get("cnn", padding="FULL")
+    with pytest.raises(ValueError, match=r"no option\(s\) \['foo'\].*padding"):
+        models.get("cnn", foo=1)
