@@ -122,7 +122,7 @@ def test_checkpoint_of_another_attack_is_refused(tmp_path):
     ig.reconstruct(model, params, updates, y, jax.random.key(0), cfg, input_shape=(28, 28, 1),
                    progress=False, checkpoint=ck)
     model3, params3, updates3, y3 = _ig_setup(n=3)
-    with pytest.raises(ValueError, match="does not match this attack"):
+    with pytest.raises(ValueError, match="does not match this run"):
         ig.reconstruct(model3, params3, updates3, y3, jax.random.key(0), cfg,
                        input_shape=(28, 28, 1), progress=False,
                        checkpoint=AttackCheckpoint(tmp_path / "ck"))
