@@ -13,7 +13,14 @@ after every step. The runner inverts all victims in parallel:
   exit once every victim has stopped;
 - compaction: once at most half of the batch is still running, the running victims are
   gathered into a smaller batch (a power of two, one compilation per size), so that the
-  last slow victims do not pay for all the finished ones.
+  last slow victims do not pay for all the finished ones;
+- several devices: the victim axis is sharded over every device ``jax.devices()``
+  returns (all local accelerators, or all hosts' after ``jax.distributed.initialize``)
+  through a one-axis :class:`jax.sharding.Mesh` named ``"victims"``. Victims are
+  independent, so each device runs its own share of the vmapped step and nothing is
+  communicated inside a chunk; the victim count is padded to a multiple of the device
+  count with frozen copies of victim 0, which are dropped from the result. The same key
+  gives the same reconstructions on one device or many.
 
 Stopping rule (core paper, section 5.2, after the authors' code): stop a victim when its
 best loss is below ``loss_below``, or when ``patience`` iterations passed without a new
@@ -32,12 +39,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 Candidate = Any  # pytree, e.g. {"x": image}
 Victim = Any  # pytree of per-victim data, e.g. {"target": update, "label": y}
 Context = Any  # pytree shared by all victims, e.g. {"params": ...}
 
 STOP_REASONS = ("running", "loss_below", "no_improvement", "max_iters")
+_PADDING = -1  # stop reason of the frozen victims that pad the batch to the device count
+VICTIM_AXIS = "victims"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +115,8 @@ class AttackResult(NamedTuple):
       iterations: iterations run before the victim stopped.
       stop_reason: index into :data:`STOP_REASONS`.
       wall_seconds: wall-clock time of the whole run, compile included.
-      compile_seconds: time of the first chunk's compilation.
+      compile_seconds: time spent compiling chunks (one compilation per batch size).
+      num_devices: how many devices the victim axis was sharded over.
     """
 
     best: Candidate
@@ -112,6 +125,7 @@ class AttackResult(NamedTuple):
     stop_reason: np.ndarray
     wall_seconds: float
     compile_seconds: float
+    num_devices: int = 1
 
 
 def _tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
@@ -208,9 +222,41 @@ def _bucket(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def victim_mesh(devices=None) -> Mesh:
+    """A one-axis mesh named ``"victims"`` over ``devices`` (default: ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("victim_mesh needs at least one device.")
+    return Mesh(np.asarray(devices), (VICTIM_AXIS,))
+
+
+def _to_host(tree: Any) -> Any:
+    """NumPy copies of (possibly sharded, possibly multi-host) arrays."""
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return multihost_utils.process_allgather(a, tiled=True)
+        return np.asarray(a)
+    return jax.tree.map(one, tree)
+
+
+def _pad_victims(tree: Any, size: int) -> Any:
+    """Pads the leading victim axis to ``size`` with copies of victim 0."""
+    def one(a):
+        n = a.shape[0]
+        if n == size:
+            return a
+        return jnp.concatenate([a, jnp.broadcast_to(a[:1], (size - n, *a.shape[1:]))])
+    return jax.tree.map(one, tree)
+
+
 def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         stopping: StoppingRule = StoppingRule(), *, chunk_size: int = 100,
-        progress: bool | str = True, checkpoint=None, compact: bool = True) -> AttackResult:
+        progress: bool | str = True, checkpoint=None, compact: bool = True,
+        devices=None) -> AttackResult:
     """Runs an attack on all victims in parallel until every victim has stopped.
 
     Args:
@@ -227,6 +273,9 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         with only those (padded with stopped, frozen victims to a power of two), so the
         few slow victims do not pay for the finished ones. Victims are independent, so
         this changes no result beyond float reassociation in XLA's batched kernels.
+      devices: the devices the victim axis is sharded over; default ``jax.devices()``
+        (every local device, and every host's after ``jax.distributed.initialize``).
+        The batch is padded to a multiple of their number with frozen victims.
 
     Returns:
       An :class:`AttackResult`.
@@ -234,10 +283,26 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     start = time.perf_counter()
+    num_victims = _num_victims(victims)
     full = init_state(problem, victims, context, key)
     if checkpoint is not None:
         full = checkpoint.restore(full)
-    chunk = jax.jit(make_chunk(problem, stopping, chunk_size), donate_argnums=(0,))
+
+    mesh = victim_mesh(devices)
+    n_devices = mesh.size
+    sharded = NamedSharding(mesh, P(VICTIM_AXIS))
+    replicated = NamedSharding(mesh, P())
+    padded = _round_up(num_victims, n_devices)
+    if padded > num_victims:
+        full = _pad_victims(full, padded)
+        full = full._replace(stop_reason=full.stop_reason.at[num_victims:].set(_PADDING))
+        victims = _pad_victims(victims, padded)
+    full = jax.device_put(full, sharded)
+    victims = jax.device_put(victims, sharded)
+    context = jax.device_put(context, replicated)
+
+    chunk = jax.jit(make_chunk(problem, stopping, chunk_size), donate_argnums=(0,),
+                    in_shardings=(sharded, sharded, replicated), out_shardings=sharded)
     compiled: dict[int, Any] = {}
     compile_seconds = 0.0
 
@@ -246,29 +311,32 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
         bar = tqdm(total=stopping.max_iters, desc=progress if isinstance(progress, str)
                    else "attack", unit="it", dynamic_ncols=True, leave=True)
-        bar.update(int(jnp.max(full.iteration)))
+        bar.update(int(_to_host(full.iteration).max()))
 
-    num_victims = _num_victims(victims)
-    active = np.arange(num_victims)
+    active = np.arange(padded)
     state, active_victims = full, victims
     compacted = False  # until then, ``state`` is the full state (its buffers are donated)
 
     def merged():
         return _scatter(full, active, state) if compacted else state
 
+    def unpadded(tree):
+        return jax.tree.map(lambda a: a[:num_victims], _to_host(tree))
+
     try:
         while True:
-            running = np.asarray(state.stop_reason == 0)
+            running = _to_host(state.stop_reason) == 0
             n_running = int(running.sum())
             if n_running == 0:
                 break
-            if compact and _bucket(n_running) <= len(active) // 2:
+            target = _round_up(_bucket(n_running), n_devices)
+            if compact and target <= len(active) // 2:
                 full = merged()
                 compacted = True
                 stopped = active[~running]
-                active = np.concatenate([active[running],
-                                         stopped[: _bucket(n_running) - n_running]])
-                state, active_victims = _gather(full, active), _gather(victims, active)
+                active = np.concatenate([active[running], stopped[: target - n_running]])
+                state = jax.device_put(_gather(full, active), sharded)
+                active_victims = jax.device_put(_gather(victims, active), sharded)
             size = len(active)
             if size not in compiled:
                 t0 = time.perf_counter()
@@ -276,22 +344,24 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
                 compile_seconds += time.perf_counter() - t0
             state = compiled[size](state, active_victims, context)
             if bar is not None:
-                done_iter = int(jnp.max(state.iteration))
-                bar.set_postfix(running=int(jnp.sum(state.stop_reason == 0)), batch=size,
-                                loss=f"{float(jnp.mean(state.best_loss)):.4g}", refresh=False)
-                bar.update(max(done_iter - bar.n, 0))
+                reason, best_loss, iteration = _to_host(
+                    (state.stop_reason, state.best_loss, state.iteration))
+                real = reason != _PADDING
+                bar.set_postfix(running=int(np.sum(reason == 0)), batch=size,
+                                loss=f"{float(np.mean(best_loss[real])):.4g}", refresh=False)
+                bar.update(max(int(iteration.max()) - bar.n, 0))
             if checkpoint is not None and checkpoint.due():
-                checkpoint.save(merged())
+                checkpoint.save(unpadded(merged()))
     finally:
         if bar is not None:
             bar.close()
-    full = merged()
-    best = jax.tree.map(np.asarray, full.best)
+    full = unpadded(merged())
     return AttackResult(
-        best=best,
-        best_loss=np.asarray(full.best_loss),
-        iterations=np.asarray(full.iteration),
-        stop_reason=np.asarray(full.stop_reason),
+        best=full.best,
+        best_loss=full.best_loss,
+        iterations=full.iteration,
+        stop_reason=full.stop_reason,
         wall_seconds=time.perf_counter() - start,
         compile_seconds=compile_seconds,
+        num_devices=n_devices,
     )
