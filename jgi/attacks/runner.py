@@ -11,6 +11,8 @@ after every step. The runner inverts all victims in parallel:
   is frozen (its state no longer changes) while the others go on;
 - host work only between chunks: the progress bar, optional checkpoints, and the early
   exit once every victim has stopped;
+- on CPU, each step's gradient is materialised once before the optimiser consumes it
+  (XLA would otherwise recompute the convolutions' input-gradient in every consumer);
 - compaction: once at most half of the batch is still running, the running victims are
   gathered into a smaller batch (a power of two, one compilation per size), so that the
   last slow victims do not pay for all the finished ones;
@@ -157,14 +159,17 @@ def init_state(problem: Problem, victims: Victim, context: Context,
     return jax.jit(jax.vmap(one, in_axes=(0, 0)))(keys, victims)
 
 
-def make_step(problem: Problem, stopping: StoppingRule):
-    """One optimisation step for one victim; frozen once the victim has stopped."""
-
+def _step_parts(problem: Problem, stopping: StoppingRule):
+    """A step's two halves for one victim: the objective's gradient, then the update."""
     grad_fn = jax.value_and_grad(problem.objective, has_aux=True)
 
-    def step(state: RunnerState, victim: Victim, context: Context) -> RunnerState:
+    def gradient(state: RunnerState, victim: Victim, context: Context):
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key_data))
         (loss, _), grad = grad_fn(state.candidate, victim, context, sub)
+        return loss, grad, jax.random.key_data(key)
+
+    def update(state: RunnerState, loss, grad, key_data, victim: Victim,
+               context: Context) -> RunnerState:
         improved = loss < state.best_loss
         best = _tree_where(improved, state.candidate, state.best)
         best_loss = jnp.where(improved, loss, state.best_loss)
@@ -179,20 +184,66 @@ def make_step(problem: Problem, stopping: StoppingRule):
             jnp.where(since_best >= stopping.patience, 2,
                       jnp.where(iteration >= stopping.max_iters, 3, 0)))
         new = RunnerState(candidate, opt_state, best, best_loss, loss, since_best, iteration,
-                          reason.astype(jnp.int32), jax.random.key_data(key))
+                          reason.astype(jnp.int32), key_data)
         return _tree_where(state.stop_reason == 0, new, state)
+
+    return gradient, update
+
+
+def make_step(problem: Problem, stopping: StoppingRule):
+    """One optimisation step for one victim; frozen once the victim has stopped."""
+    gradient, update = _step_parts(problem, stopping)
+
+    def step(state: RunnerState, victim: Victim, context: Context) -> RunnerState:
+        loss, grad, key_data = gradient(state, victim, context)
+        return update(state, loss, grad, key_data, victim, context)
 
     return step
 
 
-def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int):
-    """``chunk(state, victims, context) -> state`` running ``chunk_size`` vmapped steps."""
-    step = jax.vmap(make_step(problem, stopping), in_axes=(0, 0, None))
+def _materialized_on_cpu(tree: Any, index: jax.Array) -> Any:
+    """``tree`` unchanged, but computed once into memory before its consumers run (CPU).
+
+    XLA's CPU fusion duplicates a cheap-looking producer into every consumer fusion. The
+    image gradient's last producer is the transpose of the convolutions' patch
+    extraction (a sum of padded slices, one per kernel tap), and the optimiser has
+    several elementwise consumers of it (Adam's two moments, the new candidate), so on
+    CPU that sum was computed three times per step. A ``lax.cond`` is a fusion
+    boundary: its result is materialised once. The predicate (the scan index is >= 0)
+    is always true but not a compile-time constant, so XLA keeps the conditional; the
+    never-taken branch returns zeros only because a branch identical to the other is
+    simplified away. Other platforms get ``tree`` as is.
+    """
+    def cpu(t):
+        return lax.cond(index >= 0, lambda u: u, lambda u: jax.tree.map(jnp.zeros_like, u), t)
+
+    return lax.platform_dependent(tree, cpu=cpu, default=lambda t: t)
+
+
+def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int, *,
+               materialize_gradient: bool = True):
+    """``chunk(state, victims, context) -> state`` running ``chunk_size`` vmapped steps.
+
+    Each step is :func:`make_step` vmapped over the victims. With
+    ``materialize_gradient`` (the default), the victims' gradients are computed into
+    memory once per step on CPU before the update consumes them (see
+    :func:`_materialized_on_cpu`). Measured on 2 CPU cores: 3-9% faster for IG on the
+    CNN at 32x32x3 (none at 28x28x1), 13% for CDIA and ~20% for DIA; IG's steps are
+    bitwise identical, and where an unsigned gradient drives the update (DIA's masks)
+    the two differ only in the last bits, because XLA compiles the recomputed copies
+    of the plain version in different fusions (tests/attacks/test_runner.py).
+    """
+    gradient, update = _step_parts(problem, stopping)
+    gradient = jax.vmap(gradient, in_axes=(0, 0, None))
+    update = jax.vmap(update, in_axes=(0, 0, 0, 0, 0, None))
 
     def chunk(state, victims, context):
-        def body(s, _):
-            return step(s, victims, context), None
-        state, _ = lax.scan(body, state, None, length=chunk_size)
+        def body(s, index):
+            loss, grad, key_data = gradient(s, victims, context)
+            if materialize_gradient:
+                loss, grad = _materialized_on_cpu((loss, grad), index)
+            return update(s, loss, grad, key_data, victims, context), None
+        state, _ = lax.scan(body, state, jnp.arange(chunk_size))
         return state
 
     return chunk
