@@ -16,6 +16,8 @@ Implementations (``--impls``):
 - ``jgi-vmap``: the runner's compiled chunk (:func:`jgi.attacks.runner.make_chunk`:
   ``lax.scan`` over ``--iters`` steps, ``vmap`` over all victims inside each step, state
   donated and fed back as the runner does).
+- ``jgi-vmap-plain``: the same without materialising the gradient once per step
+  (``make_chunk(..., materialize_gradient=False)``), to measure that optimisation.
 - ``jgi-vmap-laxconv`` (CNN only): the same with ``lax.conv_general_dilated``
   convolutions, whose per-victim weight gradients XLA lowers to grouped convolutions.
 - ``jgi-loop``: the same compiled chunk for one victim, called once per victim from
@@ -77,7 +79,8 @@ SHAPES = {"28x28x1": (28, 28, 1), "32x32x3": (32, 32, 3)}
 BENCH_MODELS = ("cnn", "resnet18", "vit")
 HEAVY_DEFAULT_VICTIMS = (1, 8)
 ATTACK_STACKS = {"ig": "none", "dia": "dropout", "vbia": "cvb", "cdia": "dropout,prune,cvb"}
-IMPLS = ("jgi-vmap", "jgi-loop", "jgi-vmap-laxconv", "torch-sequential", "torch-func-vmap")
+IMPLS = ("jgi-vmap", "jgi-loop", "jgi-vmap-plain", "jgi-vmap-laxconv", "torch-sequential",
+         "torch-func-vmap")
 DEFAULT_IMPLS = ("jgi-vmap", "jgi-loop", "torch-sequential", "torch-func-vmap")
 
 
@@ -192,12 +195,14 @@ class JgiVmap:
 
     memory_source = "xla"
 
-    def __init__(self, setup: Setup, iters: int, loop_victims: int):
+    def __init__(self, setup: Setup, iters: int, loop_victims: int,
+                 materialize_gradient: bool = True):
         del loop_victims
         self.victims_timed = setup.num_victims
         self.victims, self.context = setup.victims, setup.context
         self.state = jax.tree.map(jnp.copy, setup.state)
-        chunk = jax.jit(runner.make_chunk(setup.problem, setup.stopping, iters),
+        chunk = jax.jit(runner.make_chunk(setup.problem, setup.stopping, iters,
+                                          materialize_gradient=materialize_gradient),
                         donate_argnums=(0,))
         t = time.perf_counter()
         self.compiled = chunk.lower(self.state, self.victims, self.context).compile()
@@ -269,6 +274,8 @@ def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
               loop_victims: int, torch_threads: int | None = None):
     if impl == "jgi-vmap":
         return JgiVmap(setup_for(None), iters, loop_victims)
+    if impl == "jgi-vmap-plain":
+        return JgiVmap(setup_for(None), iters, loop_victims, materialize_gradient=False)
     if impl == "jgi-vmap-laxconv":
         return JgiVmap(setup_for("lax"), iters, loop_victims)
     if impl == "jgi-loop":
