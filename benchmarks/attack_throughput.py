@@ -1,44 +1,91 @@
-"""Throughput of the IG attack step: all victims vmapped vs a Python loop over victims.
+"""Throughput of one attack step: jgi (vmapped, looped) and PyTorch, side by side in one run.
 
-    python benchmarks/attack_throughput.py              # table + JSON lines
+    python benchmarks/attack_throughput.py              # table, then one JSON line each
     python benchmarks/attack_throughput.py --json       # JSON lines only
-    python benchmarks/attack_throughput.py --victims=1,8,32,128 --iters=50
+    python benchmarks/attack_throughput.py --attacks=ig,dia,vbia,cdia --victims=8,128
+    python benchmarks/attack_throughput.py --models=cnn --shapes=32x32x3 --impls=jgi-vmap
 
-Every configuration is measured in the same process, side by side, because shared
-machines are noisy: compare the ratios, not absolute numbers across runs.
+Shared machines are noisy, so every implementation of one configuration (model, input
+shape, attack, victim count) is built first and then timed *interleaved*: repeat r of
+each implementation runs before repeat r + 1 of any, the order rotating from one repeat
+to the next, with ``--pause`` seconds of idle before each timed call; the median over
+``--repeats`` is reported. Compare the ratios within a run, not absolute numbers across runs.
 
-Implementations:
-- ``jgi-vmap``: the runner's compiled chunk (``lax.scan`` over steps, ``vmap`` over all
-  victims inside each step), convolutions as patches x matmul (jgi's default).
-- ``jgi-vmap-laxconv``: the same with ``lax.conv_general_dilated`` convolutions, whose
-  per-victim weight gradients XLA lowers to grouped convolutions.
+Implementations (``--impls``):
+
+- ``jgi-vmap``: the runner's compiled chunk (:func:`jgi.attacks.runner.make_chunk`:
+  ``lax.scan`` over ``--iters`` steps, ``vmap`` over all victims inside each step, state
+  donated and fed back as the runner does).
+- ``jgi-vmap-plain``: the same without materialising the gradient once per step
+  (``make_chunk(..., materialize_gradient=False)``), to measure that optimisation.
+- ``jgi-vmap-laxconv`` (CNN only): the same with ``lax.conv_general_dilated``
+  convolutions, whose per-victim weight gradients XLA lowers to grouped convolutions.
 - ``jgi-loop``: the same compiled chunk for one victim, called once per victim from
-  Python (how a one-victim-at-a-time attack runs).
+  Python (one victim at a time, as most attack code runs).
+- ``torch-sequential`` and ``torch-func-vmap`` (IG on the CNN; skipped with a note when
+  PyTorch is not importable): see ``benchmarks/torch_reference.py``. They run on the same
+  parameters, targets and initial images as jgi, and their first losses and gradients
+  are checked against jgi's before timing.
 
-Reported per measurement: victim-iterations per second (median of ``--repeats``), the
-compile time, XLA's FLOP count of one victim-iteration, and the fraction of the
-device's float32 matmul peak measured in the same run.
+PyTorch gets its best thread count: each of ``--torch-threads`` (default 1 and all cores)
+is tried for one step and the fastest is timed (``torch_threads`` in the record). On a
+loaded machine OpenMP's spinning threads can make two threads many times slower than one.
+
+Loop implementations (``jgi-loop``, ``torch-sequential``) have a throughput independent
+of the victim count; they are timed on ``min(victims, --loop-victims)`` victims
+(``victims_timed`` in the record).
+
+Models (``--models``): every one of cnn, resnet18 and vit that ``jgi.models.MODELS``
+registers (the others are skipped with a note). The CNN runs at every ``--victims``;
+the heavier models, unless ``--victims`` is given, at 1 and 8 victims only, to keep the
+default run to a few minutes on two cores.
+
+Attacks (``--attacks``), each against the defenses it targets: ``ig`` (no defense),
+``dia`` (dropout), ``vbia`` (CVB), ``cdia`` (dropout + pruning + CVB; CDIA estimates
+the masks and eps and applies the observed pruning mask).
+
+Reported per measurement (one JSON line each): ``victim_iters_per_s`` (median),
+``compile_s`` (trace + compile of the chunk; null for eager PyTorch),
+``peak_memory_mb`` (jgi: XLA's memory analysis of the compiled chunk, arguments +
+outputs + temporaries - donated aliases; PyTorch: growth of the process's peak RSS over
+the first steps, a lower bound), ``flops_per_victim_iter`` (XLA's cost analysis of the
+compiled chunk divided by the victims: a ``lax.scan`` body is counted once, so this is
+one step; the PyTorch rows carry jgi's count for the same step), and ``peak_fraction``
+(achieved FLOP/s over the float32 matmul peak measured at the start of the same run).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jgi import fl, models
-from jgi.attacks import ig, runner
+from jgi import defenses, fl, models
+from jgi.attacks import ATTACKS, ig, mimic, runner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch_reference  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SHAPES = {"28x28x1": (28, 28, 1), "32x32x3": (32, 32, 3)}
+BENCH_MODELS = ("cnn", "resnet18", "vit")
+HEAVY_DEFAULT_VICTIMS = (1, 8)
+ATTACK_STACKS = {"ig": "none", "dia": "dropout", "vbia": "cvb", "cdia": "dropout,prune,cvb"}
+IMPLS = ("jgi-vmap", "jgi-loop", "jgi-vmap-plain", "jgi-vmap-laxconv", "torch-sequential",
+         "torch-func-vmap")
+DEFAULT_IMPLS = ("jgi-vmap", "jgi-loop", "torch-sequential", "torch-func-vmap")
 
 
-def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Float32 FLOP/s of a large matmul on the default device (median)."""
+def measure_matmul_peak(n: int = 2048, repeats: int = 7) -> float:
+    """Float32 FLOP/s of a large matmul on the default device (best of ``repeats``)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
@@ -48,132 +95,402 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
         t = time.perf_counter()
         f(a, b).block_until_ready()
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n ** 3 / min(times)
 
 
-def _setup(conv_impl: str, shape, num_victims: int):
-    model = models.get("cnn", conv_impl=conv_impl)
-    params = model.init(jax.random.key(0), shape)
-    x = jax.random.uniform(jax.random.key(1), (num_victims, *shape))
-    y = jnp.arange(num_victims) % 10
-    updates = jax.jit(lambda p: fl.victim_updates(model, p, x, y, {}))(params)
-    cfg = ig.IGConfig()
-    problem = ig.problem(model, shape, cfg)
-    victims = {"target": updates, "label": y}
-    context = {"params": params, "bounds": None}
-    state = runner.init_state(problem, victims, context, jax.random.key(2))
-    return problem, cfg, victims, context, state
+# ---------------------------------------------------------------------------- memory
 
 
-def _step_flops(problem, cfg, state, victims, context) -> float:
-    """XLA's FLOP count of one vmapped step (a scan body would be counted only once)."""
-    step = jax.jit(jax.vmap(runner.make_step(problem, cfg.stopping()), in_axes=(0, 0, None)))
-    cost = step.lower(state, victims, context).compile().cost_analysis()
-    if isinstance(cost, list):  # older jax returns one dict per computation
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
+    except OSError:
+        pass
+
+
+def _xla_memory_mb(compiled) -> float | None:
+    try:
+        m = compiled.memory_analysis()
+        total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                 - m.alias_size_in_bytes)
+        return total / 2 ** 20
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _xla_flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older jax: one dict per computation
         cost = cost[0] if cost else {}
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def _compile(problem, cfg, state, victims, context, iters):
-    chunk = jax.jit(runner.make_chunk(problem, cfg.stopping(), iters))
-    t = time.perf_counter()
-    compiled = chunk.lower(state, victims, context).compile()
-    compile_s = time.perf_counter() - t
-    return compiled, compile_s, _step_flops(problem, cfg, state, victims, context)
+# ---------------------------------------------------------------------------- setups
 
 
-def bench_vmap(conv_impl, shape, num_victims, iters, repeats):
-    problem, cfg, victims, context, state = _setup(conv_impl, shape, num_victims)
-    compiled, compile_s, flops = _compile(problem, cfg, state, victims, context, iters)
-    jax.block_until_ready(compiled(state, victims, context))  # warm-up
-    times = []
-    for _ in range(repeats):
+@dataclasses.dataclass
+class Setup:
+    """One configuration's attack, victims and initial state (jgi objects)."""
+
+    model_name: str
+    shape: tuple[int, int, int]
+    attack: str
+    num_victims: int
+    model: Any
+    params: Any
+    updates: Any
+    labels: jax.Array
+    problem: runner.Problem
+    stopping: runner.StoppingRule
+    victims: Any
+    context: Any
+    state: runner.RunnerState
+    tv_weight: float
+
+
+def build_setup(model_name: str, shape, attack: str, num_victims: int,
+                conv_impl: str | None = None) -> Setup:
+    stack = defenses.from_names(ATTACK_STACKS[attack])
+    options = stack.model_options()
+    if conv_impl is not None:
+        options["conv_impl"] = conv_impl
+    model = models.get(model_name, **options)
+    params = model.init(jax.random.key(0), shape)
+    x = jax.random.uniform(jax.random.key(1), (num_victims, *shape))
+    y = jnp.arange(num_victims) % 10
+    client = fl.sample_victim_randomness(jax.random.key(3), model, params, stack, shape,
+                                         num_victims)
+    updates = jax.jit(lambda p: fl.victim_updates(model, p, x, y, client, stack))(params)
+    cfg = ig.IGConfig(tv_weight=ig.TV_WEIGHTS.get(model_name, 0.01))
+    if attack == "ig":
+        problem = ig.problem(model, shape, cfg)
+    else:
+        problem = mimic.problem(model, stack, ATTACKS[attack](stack), shape, params, cfg)
+    victims = {"target": updates, "label": y}
+    context = {"params": params, "bounds": None}
+    state = runner.init_state(problem, victims, context, jax.random.key(2))
+    return Setup(model_name, tuple(shape), attack, num_victims, model, params, updates, y,
+                 problem, cfg.stopping(), victims, context, state, cfg.tv_weight)
+
+
+def _take(tree, i, n=1):
+    return jax.tree.map(lambda a: a[i:i + n], tree)
+
+
+# ---------------------------------------------------------------------------- impls
+
+
+class JgiVmap:
+    """The runner's chunk over all victims, state donated and chained."""
+
+    memory_source = "xla"
+
+    def __init__(self, setup: Setup, iters: int, loop_victims: int,
+                 materialize_gradient: bool = True):
+        del loop_victims
+        self.victims_timed = setup.num_victims
+        self.victims, self.context = setup.victims, setup.context
+        self.state = jax.tree.map(jnp.copy, setup.state)
+        chunk = jax.jit(runner.make_chunk(setup.problem, setup.stopping, iters,
+                                          materialize_gradient=materialize_gradient),
+                        donate_argnums=(0,))
         t = time.perf_counter()
-        jax.block_until_ready(compiled(state, victims, context))
-        times.append(time.perf_counter() - t)
-    return num_victims * iters / statistics.median(times), compile_s, flops / num_victims
+        self.compiled = chunk.lower(self.state, self.victims, self.context).compile()
+        self.compile_s = time.perf_counter() - t
+        self.flops_per_victim_iter = _xla_flops(self.compiled) / setup.num_victims
+        self.peak_memory_mb = _xla_memory_mb(self.compiled)
+
+    def __call__(self):
+        self.state = self.compiled(self.state, self.victims, self.context)
+        jax.block_until_ready(self.state)
 
 
-def bench_loop(conv_impl, shape, num_victims, iters, repeats):
-    problem, cfg, victims, context, state = _setup(conv_impl, shape, num_victims)
-    take = lambda tree, i: jax.tree.map(lambda a: a[i:i + 1], tree)  # noqa: E731
-    singles = [(take(state, i), take(victims, i)) for i in range(num_victims)]
-    compiled, compile_s, flops = _compile(problem, cfg, singles[0][0], singles[0][1], context,
-                                          iters)
-    jax.block_until_ready(compiled(*singles[0], context))
-    times = []
-    for _ in range(repeats):
+class JgiLoop:
+    """The one-victim chunk called once per victim."""
+
+    memory_source = "xla"
+
+    def __init__(self, setup: Setup, iters: int, loop_victims: int):
+        self.victims_timed = min(setup.num_victims, loop_victims)
+        self.context = setup.context
+        self.singles = [[_take(setup.state, i), _take(setup.victims, i)]
+                        for i in range(self.victims_timed)]
+        chunk = jax.jit(runner.make_chunk(setup.problem, setup.stopping, iters),
+                        donate_argnums=(0,))
         t = time.perf_counter()
-        for s, v in singles:
-            out = compiled(s, v, context)
-        jax.block_until_ready(out)
-        times.append(time.perf_counter() - t)
-    return num_victims * iters / statistics.median(times), compile_s, flops
+        self.compiled = chunk.lower(*self.singles[0], self.context).compile()
+        self.compile_s = time.perf_counter() - t
+        self.flops_per_victim_iter = _xla_flops(self.compiled)
+        self.peak_memory_mb = _xla_memory_mb(self.compiled)
+
+    def __call__(self):
+        for single in self.singles:
+            single[0] = self.compiled(single[0], single[1], self.context)
+        jax.block_until_ready(self.singles[-1][0])
 
 
-IMPLS = {
-    "jgi-vmap": (bench_vmap, "patches"),
-    "jgi-vmap-laxconv": (bench_vmap, "lax"),
-    "jgi-loop": (bench_loop, "patches"),
-}
+class TorchImpl:
+    """A PyTorch attack from ``torch_reference`` on the same data as ``setup``."""
+
+    memory_source = "rss"
+
+    def __init__(self, impl: str, setup: Setup, iters: int, loop_victims: int,
+                 threads: int):
+        self.threads = threads
+        torch_reference.torch.set_num_threads(threads)
+        sequential = impl == "torch-sequential"
+        self.victims_timed = min(setup.num_victims, loop_victims) if sequential else \
+            setup.num_victims
+        self.iters = iters
+        n = self.victims_timed
+        _reset_peak_rss()
+        rss0 = _status_mb("VmRSS")
+        self.attack = torch_reference.build(
+            impl, setup.params, _take(setup.updates, 0, n), _take(setup.state.candidate["x"],
+                                                                   0, n),
+            setup.labels[:n], setup.shape, setup.tv_weight)
+        self.attack.step(1)  # warm-up
+        peak = _status_mb("VmHWM")
+        self.peak_memory_mb = None if rss0 is None or peak is None else peak - rss0
+        self.compile_s = None
+        self.flops_per_victim_iter = float("nan")
+
+    def __call__(self):
+        torch_reference.torch.set_num_threads(self.threads)
+        self.attack.step(self.iters)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--victims", default="8,128", help="comma-separated victim counts")
-    parser.add_argument("--shapes", default=",".join(SHAPES), help="28x28x1,32x32x3")
-    parser.add_argument("--impls", default=",".join(IMPLS), help=",".join(IMPLS))
-    parser.add_argument("--iters", type=int, default=20, help="attack steps per timed call")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print only JSON lines")
-    args = parser.parse_args()
-    victim_counts = [int(v) for v in args.victims.split(",")]
-    impls = args.impls.split(",")
-    for name in impls:
-        if name not in IMPLS:
-            parser.error(f"unknown impl {name!r}; valid: {', '.join(IMPLS)}")
-    for name in args.shapes.split(","):
-        if name not in SHAPES:
-            parser.error(f"unknown shape {name!r}; valid: {', '.join(SHAPES)}")
+def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
+              loop_victims: int, torch_threads: int | None = None):
+    if impl == "jgi-vmap":
+        return JgiVmap(setup_for(None), iters, loop_victims)
+    if impl == "jgi-vmap-plain":
+        return JgiVmap(setup_for(None), iters, loop_victims, materialize_gradient=False)
+    if impl == "jgi-vmap-laxconv":
+        return JgiVmap(setup_for("lax"), iters, loop_victims)
+    if impl == "jgi-loop":
+        return JgiLoop(setup_for(None), iters, loop_victims)
+    return TorchImpl(impl, setup_for(None), iters, loop_victims, torch_threads)
 
+
+def skip_reason(impl: str, model_name: str, attack: str) -> str | None:
+    if impl == "jgi-vmap-laxconv" and model_name != "cnn":
+        return "conv_impl='lax' is a CNN option"
+    if impl.startswith("torch-"):
+        if not torch_reference.available():
+            return torch_reference.why_unavailable()
+        if model_name != "cnn" or attack != "ig":
+            return "the PyTorch reference implements IG on the CNN only"
+    return None
+
+
+def torch_check(setup: Setup) -> dict[str, float]:
+    """Max |jgi - PyTorch| of the first image gradients, on up to 4 victims."""
+    n = min(setup.num_victims, 4)
+    victims = _take(setup.victims, 0, n)
+    x0 = _take(setup.state.candidate["x"], 0, n)
+
+    def loss(x, victim):
+        return setup.problem.objective({"x": x}, victim, setup.context, jax.random.key(0))[0]
+
+    losses, grads = jax.jit(jax.vmap(jax.value_and_grad(loss)))(x0, victims)
+    args = (setup.params, victims["target"], x0, victims["label"], setup.shape,
+            setup.tv_weight)
+    return {impl: torch_reference.check_against_jgi(losses, grads, impl, *args)
+            for impl in torch_reference.IMPLS}
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, note):
+    """Builds every implementation of one configuration, then times them interleaved."""
+    shape = SHAPES[shape_name]
+    setups: dict[str | None, Setup] = {}
+
+    def setup_for(conv_impl):
+        if conv_impl not in setups:
+            setups[conv_impl] = build_setup(model_name, shape, attack, num_victims, conv_impl)
+        return setups[conv_impl]
+
+    built = {}
+    for impl in impls:
+        reason = skip_reason(impl, model_name, attack)
+        if reason:
+            note(f"skip {impl} for {model_name}/{attack}: {reason}")
+            continue
+        try:
+            if not impl.startswith("torch-"):
+                built[(impl, None)] = make_impl(impl, setup_for, args.iters,
+                                                args.loop_victims)
+                continue
+            # PyTorch: keep the fastest of the thread counts (one calibration step each).
+            best = None
+            for threads in args.torch_threads:
+                candidate = make_impl(impl, setup_for, args.iters, args.loop_victims, threads)
+                t = time.perf_counter()
+                candidate.attack.step(1)
+                seconds = time.perf_counter() - t
+                if best is None or seconds < best[0]:
+                    best = (seconds, threads, candidate)
+            built[(impl, best[1])] = best[2]
+            if len(args.torch_threads) > 1:
+                note(f"{impl} {model_name}/{shape_name}/{num_victims} victims: fastest with "
+                     f"{best[1]} thread(s) of {args.torch_threads}")
+        except (ValueError, TypeError, NotImplementedError) as e:
+            note(f"skip {impl} for {model_name}/{shape_name}/{attack}: {e}")
+    if not built:
+        return []
+    if any(i.startswith("torch-") for i, _ in built):
+        errors = torch_check(setup_for(None))
+        note(f"{shape_name}: PyTorch vs jgi first image gradient, max abs difference: "
+             + ", ".join(f"{k} {v:.2g}" for k, v in errors.items()))
+    flops = next((b.flops_per_victim_iter for b in built.values()
+                  if b.flops_per_victim_iter == b.flops_per_victim_iter), float("nan"))
+    for b in built.values():
+        b()  # warm-up (and the first donated call)
+    times = {impl: [] for impl in built}
+    order = list(built.items())
+    for r in range(args.repeats):
+        # Interleaved, and rotated so that no implementation always follows the same one.
+        for impl, b in order[r % len(order):] + order[:r % len(order)]:
+            # Let the previous implementation's worker threads (OpenMP spins after each
+            # parallel region) go idle, so they do not steal the cores from this one.
+            time.sleep(args.pause)
+            t = time.perf_counter()
+            b()
+            times[impl].append(time.perf_counter() - t)
     device = jax.devices()[0]
+    records = []
+    for (impl, threads), b in built.items():
+        vips = b.victims_timed * args.iters / statistics.median(times[(impl, threads)])
+        f = b.flops_per_victim_iter if b.flops_per_victim_iter == b.flops_per_victim_iter \
+            else flops
+        records.append({
+            "impl": impl, "model": model_name, "input_shape": shape_name, "attack": attack,
+            "victims": num_victims, "victims_timed": b.victims_timed,
+            "victim_iters_per_s": round(vips, 1),
+            "compile_s": None if b.compile_s is None else round(b.compile_s, 2),
+            "peak_memory_mb": None if b.peak_memory_mb is None else round(b.peak_memory_mb, 1),
+            "memory_source": b.memory_source,
+            "flops_per_victim_iter": f, "peak_flops": round(peak),
+            "peak_fraction": round(f * vips / peak, 4) if f == f else None,
+            "iters": args.iters, "repeats": args.repeats, "torch_threads": threads,
+            "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+            "num_devices": len(jax.devices()), "load_avg_1m": round(os.getloadavg()[0], 2),
+        })
+    return records
+
+
+def print_table(records, peak, out=sys.stdout):
+    print(f"device {records[0]['device']} x{records[0]['num_devices']}, float32 matmul "
+          f"peak {peak / 1e9:.1f} GFLOP/s (measured in this run)", file=out)
+    header = (f"{'model':8} {'shape':8} {'attack':6} {'vict':>4} {'impl':18} {'vict-it/s':>9} "
+              f"{'/torch-vmap':>11} {'/torch-seq':>10} {'compile s':>9} {'mem MB':>7} "
+              f"{'MFLOP/v-it':>10} {'peak %':>6}")
+    print(header, file=out)
+    print("-" * len(header), file=out)
+
+    def ref(r, impl):
+        return next((q for q in records if q["impl"] == impl and all(
+            q[k] == r[k] for k in ("model", "input_shape", "attack", "victims"))), None)
+
+    for r in records:
+        cols = []
+        for impl in ("torch-func-vmap", "torch-sequential"):
+            q = ref(r, impl)
+            cols.append(f"{r['victim_iters_per_s'] / q['victim_iters_per_s']:.2f}x" if q else "-")
+        comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+        mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        pf = "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}"
+        name = r["impl"] + (f"/{r['torch_threads']}t" if r["torch_threads"] else "")
+        print(f"{r['model']:8} {r['input_shape']:8} {r['attack']:6} {r['victims']:>4} "
+              f"{name:18} {r['victim_iters_per_s']:>9.1f} {cols[0]:>11} {cols[1]:>10} "
+              f"{comp:>9} {mem:>7} {r['flops_per_victim_iter'] / 1e6:>10.2f} {pf:>6}",
+              file=out)
+
+
+def _csv(parser, value, valid, what):
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    for v in items:
+        if valid is not None and v not in valid:
+            parser.error(f"unknown {what} {v!r}; valid: {', '.join(valid)}")
+    return items
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="auto",
+                        help="comma-separated, or 'auto': each of cnn,resnet18,vit registered")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=",".join(SHAPES))
+    parser.add_argument("--attacks", default="ig", help=",".join(ATTACK_STACKS))
+    parser.add_argument("--victims", default=None,
+                        help="comma-separated victim counts (default 1,8,32,128 for the CNN, "
+                             "1,8 for heavier models)")
+    parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS), help=",".join(IMPLS))
+    parser.add_argument("--iters", type=int, default=10, help="attack steps per timed call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loop-victims", type=int, default=8,
+                        help="victims timed by the one-at-a-time implementations")
+    parser.add_argument("--torch-threads", default=f"1,{os.cpu_count() or 1}",
+                        help="PyTorch intra-op thread counts to try; the fastest is timed")
+    parser.add_argument("--pause", type=float, default=0.3,
+                        help="seconds of idle before each timed call")
+    parser.add_argument("--json", action="store_true", help="print only JSON lines")
+    args = parser.parse_args(argv)
+    args.torch_threads = sorted({int(t) for t in _csv(parser, args.torch_threads, None,
+                                                       "thread count")})
+
+    shapes = _csv(parser, args.shapes, SHAPES, "shape")
+    attacks = _csv(parser, args.attacks, ATTACK_STACKS, "attack")
+    impls = _csv(parser, args.impls, IMPLS, "impl")
+    notes: list[str] = []
+
+    def note(msg):
+        notes.append(msg)
+        print(f"note: {msg}", file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    if args.models == "auto":
+        model_names = [m for m in BENCH_MODELS if m in models.MODELS]
+        for m in BENCH_MODELS:
+            if m not in models.MODELS:
+                note(f"model {m!r} is not in jgi.models.MODELS on this branch: skipped")
+    else:
+        model_names = _csv(parser, args.models, models.MODELS, "model")
+    explicit_victims = None if args.victims is None else [
+        int(v) for v in _csv(parser, args.victims, None, "victims")]
+
     peak = measure_matmul_peak()
     records = []
-    for shape_name in args.shapes.split(","):
-        for v in victim_counts:
-            for impl in impls:
-                fn, conv_impl = IMPLS[impl]
-                vips, compile_s, flops = fn(conv_impl, SHAPES[shape_name], v, args.iters,
-                                            args.repeats)
-                rec = {
-                    "impl": impl, "model": "cnn", "input_shape": shape_name, "victims": v,
-                    "attack": "ig", "victim_iters_per_s": round(vips, 1),
-                    "compile_s": round(compile_s, 2), "flops_per_victim_iter": flops,
-                    "peak_flops": peak,
-                    "peak_fraction": round(flops * vips / peak, 4) if flops == flops else None,
-                    "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-                    "iters": args.iters, "repeats": args.repeats,
-                }
-                records.append(rec)
-                if args.json:
-                    print(json.dumps(rec), flush=True)
-    if args.json:
+    for model_name in model_names:
+        victim_counts = explicit_victims or ([1, 8, 32, 128] if model_name == "cnn"
+                                             else list(HEAVY_DEFAULT_VICTIMS))
+        for shape_name in shapes:
+            for attack in attacks:
+                for v in victim_counts:
+                    for rec in run_config(model_name, shape_name, attack, v, impls, args,
+                                          peak, note):
+                        records.append(rec)
+                        if args.json:
+                            print(json.dumps(rec), flush=True)
+    if args.json or not records:
         return
-    print(f"device {records[0]['device']}, float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'shape':9} {'victims':>7} {'impl':18} {'vict-it/s':>10} {'vs loop':>8} "
-          f"{'compile s':>9} {'MFLOP/v-it':>10} {'peak %':>7}")
-    for r in records:
-        loop = next((q for q in records if q["impl"] == "jgi-loop" and q["victims"] == r["victims"]
-                     and q["input_shape"] == r["input_shape"]), None)
-        ratio = f"{r['victim_iters_per_s'] / loop['victim_iters_per_s']:.2f}x" if loop else "-"
-        pf = f"{100 * r['peak_fraction']:.2f}" if r["peak_fraction"] is not None else "-"
-        print(f"{r['input_shape']:9} {r['victims']:>7} {r['impl']:18} "
-              f"{r['victim_iters_per_s']:>10.1f} {ratio:>8} {r['compile_s']:>9.2f} "
-              f"{r['flops_per_victim_iter'] / 1e6:>10.2f} {pf:>7}")
+    print()
+    print_table(records, peak)
+    print()
     for r in records:
         print(json.dumps(r))
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

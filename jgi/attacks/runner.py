@@ -11,9 +11,18 @@ after every step. The runner inverts all victims in parallel:
   is frozen (its state no longer changes) while the others go on;
 - host work only between chunks: the progress bar, optional checkpoints, and the early
   exit once every victim has stopped;
+- on CPU, each step's gradient is materialised once before the optimiser consumes it
+  (XLA would otherwise recompute the convolutions' input-gradient in every consumer);
 - compaction: once at most half of the batch is still running, the running victims are
   gathered into a smaller batch (a power of two, one compilation per size), so that the
-  last slow victims do not pay for all the finished ones.
+  last slow victims do not pay for all the finished ones;
+- several devices: the victim axis is sharded over every device ``jax.devices()``
+  returns (all local accelerators, or all hosts' after ``jax.distributed.initialize``)
+  through a one-axis :class:`jax.sharding.Mesh` named ``"victims"``. Victims are
+  independent, so each device runs its own share of the vmapped step and nothing is
+  communicated inside a chunk; the victim count is padded to a multiple of the device
+  count with frozen copies of victim 0, which are dropped from the result. The same key
+  gives the same reconstructions on one device or many.
 
 Stopping rule (core paper, section 5.2, after the authors' code): stop a victim when its
 best loss is below ``loss_below``, or when ``patience`` iterations passed without a new
@@ -32,12 +41,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 Candidate = Any  # pytree, e.g. {"x": image}
 Victim = Any  # pytree of per-victim data, e.g. {"target": update, "label": y}
 Context = Any  # pytree shared by all victims, e.g. {"params": ...}
 
 STOP_REASONS = ("running", "loss_below", "no_improvement", "max_iters")
+_PADDING = -1  # stop reason of the frozen victims that pad the batch to the device count
+VICTIM_AXIS = "victims"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +117,8 @@ class AttackResult(NamedTuple):
       iterations: iterations run before the victim stopped.
       stop_reason: index into :data:`STOP_REASONS`.
       wall_seconds: wall-clock time of the whole run, compile included.
-      compile_seconds: time of the first chunk's compilation.
+      compile_seconds: time spent compiling chunks (one compilation per batch size).
+      num_devices: how many devices the victim axis was sharded over.
     """
 
     best: Candidate
@@ -112,6 +127,7 @@ class AttackResult(NamedTuple):
     stop_reason: np.ndarray
     wall_seconds: float
     compile_seconds: float
+    num_devices: int = 1
 
 
 def _tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
@@ -143,14 +159,17 @@ def init_state(problem: Problem, victims: Victim, context: Context,
     return jax.jit(jax.vmap(one, in_axes=(0, 0)))(keys, victims)
 
 
-def make_step(problem: Problem, stopping: StoppingRule):
-    """One optimisation step for one victim; frozen once the victim has stopped."""
-
+def _step_parts(problem: Problem, stopping: StoppingRule):
+    """A step's two halves for one victim: the objective's gradient, then the update."""
     grad_fn = jax.value_and_grad(problem.objective, has_aux=True)
 
-    def step(state: RunnerState, victim: Victim, context: Context) -> RunnerState:
+    def gradient(state: RunnerState, victim: Victim, context: Context):
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key_data))
         (loss, _), grad = grad_fn(state.candidate, victim, context, sub)
+        return loss, grad, jax.random.key_data(key)
+
+    def update(state: RunnerState, loss, grad, key_data, victim: Victim,
+               context: Context) -> RunnerState:
         improved = loss < state.best_loss
         best = _tree_where(improved, state.candidate, state.best)
         best_loss = jnp.where(improved, loss, state.best_loss)
@@ -165,20 +184,66 @@ def make_step(problem: Problem, stopping: StoppingRule):
             jnp.where(since_best >= stopping.patience, 2,
                       jnp.where(iteration >= stopping.max_iters, 3, 0)))
         new = RunnerState(candidate, opt_state, best, best_loss, loss, since_best, iteration,
-                          reason.astype(jnp.int32), jax.random.key_data(key))
+                          reason.astype(jnp.int32), key_data)
         return _tree_where(state.stop_reason == 0, new, state)
+
+    return gradient, update
+
+
+def make_step(problem: Problem, stopping: StoppingRule):
+    """One optimisation step for one victim; frozen once the victim has stopped."""
+    gradient, update = _step_parts(problem, stopping)
+
+    def step(state: RunnerState, victim: Victim, context: Context) -> RunnerState:
+        loss, grad, key_data = gradient(state, victim, context)
+        return update(state, loss, grad, key_data, victim, context)
 
     return step
 
 
-def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int):
-    """``chunk(state, victims, context) -> state`` running ``chunk_size`` vmapped steps."""
-    step = jax.vmap(make_step(problem, stopping), in_axes=(0, 0, None))
+def _materialized_on_cpu(tree: Any, index: jax.Array) -> Any:
+    """``tree`` unchanged, but computed once into memory before its consumers run (CPU).
+
+    XLA's CPU fusion duplicates a cheap-looking producer into every consumer fusion. The
+    image gradient's last producer is the transpose of the convolutions' patch
+    extraction (a sum of padded slices, one per kernel tap), and the optimiser has
+    several elementwise consumers of it (Adam's two moments, the new candidate), so on
+    CPU that sum was computed three times per step. A ``lax.cond`` is a fusion
+    boundary: its result is materialised once. The predicate (the scan index is >= 0)
+    is always true but not a compile-time constant, so XLA keeps the conditional; the
+    never-taken branch returns zeros only because a branch identical to the other is
+    simplified away. Other platforms get ``tree`` as is.
+    """
+    def cpu(t):
+        return lax.cond(index >= 0, lambda u: u, lambda u: jax.tree.map(jnp.zeros_like, u), t)
+
+    return lax.platform_dependent(tree, cpu=cpu, default=lambda t: t)
+
+
+def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int, *,
+               materialize_gradient: bool = True):
+    """``chunk(state, victims, context) -> state`` running ``chunk_size`` vmapped steps.
+
+    Each step is :func:`make_step` vmapped over the victims. With
+    ``materialize_gradient`` (the default), the victims' gradients are computed into
+    memory once per step on CPU before the update consumes them (see
+    :func:`_materialized_on_cpu`). Measured on 2 CPU cores: 3-9% faster for IG on the
+    CNN at 32x32x3 (none at 28x28x1), 13% for CDIA and ~20% for DIA; IG's steps are
+    bitwise identical, and where an unsigned gradient drives the update (DIA's masks)
+    the two differ only in the last bits, because XLA compiles the recomputed copies
+    of the plain version in different fusions (tests/attacks/test_runner.py).
+    """
+    gradient, update = _step_parts(problem, stopping)
+    gradient = jax.vmap(gradient, in_axes=(0, 0, None))
+    update = jax.vmap(update, in_axes=(0, 0, 0, 0, 0, None))
 
     def chunk(state, victims, context):
-        def body(s, _):
-            return step(s, victims, context), None
-        state, _ = lax.scan(body, state, None, length=chunk_size)
+        def body(s, index):
+            loss, grad, key_data = gradient(s, victims, context)
+            if materialize_gradient:
+                loss, grad = _materialized_on_cpu((loss, grad), index)
+            return update(s, loss, grad, key_data, victims, context), None
+        state, _ = lax.scan(body, state, jnp.arange(chunk_size))
         return state
 
     return chunk
@@ -208,9 +273,41 @@ def _bucket(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def victim_mesh(devices=None) -> Mesh:
+    """A one-axis mesh named ``"victims"`` over ``devices`` (default: ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("victim_mesh needs at least one device.")
+    return Mesh(np.asarray(devices), (VICTIM_AXIS,))
+
+
+def _to_host(tree: Any) -> Any:
+    """NumPy copies of (possibly sharded, possibly multi-host) arrays."""
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return multihost_utils.process_allgather(a, tiled=True)
+        return np.asarray(a)
+    return jax.tree.map(one, tree)
+
+
+def _pad_victims(tree: Any, size: int) -> Any:
+    """Pads the leading victim axis to ``size`` with copies of victim 0."""
+    def one(a):
+        n = a.shape[0]
+        if n == size:
+            return a
+        return jnp.concatenate([a, jnp.broadcast_to(a[:1], (size - n, *a.shape[1:]))])
+    return jax.tree.map(one, tree)
+
+
 def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         stopping: StoppingRule = StoppingRule(), *, chunk_size: int = 100,
-        progress: bool | str = True, checkpoint=None, compact: bool = True) -> AttackResult:
+        progress: bool | str = True, checkpoint=None, compact: bool = True,
+        devices=None) -> AttackResult:
     """Runs an attack on all victims in parallel until every victim has stopped.
 
     Args:
@@ -227,6 +324,9 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         with only those (padded with stopped, frozen victims to a power of two), so the
         few slow victims do not pay for the finished ones. Victims are independent, so
         this changes no result beyond float reassociation in XLA's batched kernels.
+      devices: the devices the victim axis is sharded over; default ``jax.devices()``
+        (every local device, and every host's after ``jax.distributed.initialize``).
+        The batch is padded to a multiple of their number with frozen victims.
 
     Returns:
       An :class:`AttackResult`.
@@ -234,10 +334,26 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     start = time.perf_counter()
+    num_victims = _num_victims(victims)
     full = init_state(problem, victims, context, key)
     if checkpoint is not None:
         full = checkpoint.restore(full)
-    chunk = jax.jit(make_chunk(problem, stopping, chunk_size), donate_argnums=(0,))
+
+    mesh = victim_mesh(devices)
+    n_devices = mesh.size
+    sharded = NamedSharding(mesh, P(VICTIM_AXIS))
+    replicated = NamedSharding(mesh, P())
+    padded = _round_up(num_victims, n_devices)
+    if padded > num_victims:
+        full = _pad_victims(full, padded)
+        full = full._replace(stop_reason=full.stop_reason.at[num_victims:].set(_PADDING))
+        victims = _pad_victims(victims, padded)
+    full = jax.device_put(full, sharded)
+    victims = jax.device_put(victims, sharded)
+    context = jax.device_put(context, replicated)
+
+    chunk = jax.jit(make_chunk(problem, stopping, chunk_size), donate_argnums=(0,),
+                    in_shardings=(sharded, sharded, replicated), out_shardings=sharded)
     compiled: dict[int, Any] = {}
     compile_seconds = 0.0
 
@@ -246,29 +362,32 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
         bar = tqdm(total=stopping.max_iters, desc=progress if isinstance(progress, str)
                    else "attack", unit="it", dynamic_ncols=True, leave=True)
-        bar.update(int(jnp.max(full.iteration)))
+        bar.update(int(_to_host(full.iteration).max()))
 
-    num_victims = _num_victims(victims)
-    active = np.arange(num_victims)
+    active = np.arange(padded)
     state, active_victims = full, victims
     compacted = False  # until then, ``state`` is the full state (its buffers are donated)
 
     def merged():
         return _scatter(full, active, state) if compacted else state
 
+    def unpadded(tree):
+        return jax.tree.map(lambda a: a[:num_victims], _to_host(tree))
+
     try:
         while True:
-            running = np.asarray(state.stop_reason == 0)
+            running = _to_host(state.stop_reason) == 0
             n_running = int(running.sum())
             if n_running == 0:
                 break
-            if compact and _bucket(n_running) <= len(active) // 2:
+            target = _round_up(_bucket(n_running), n_devices)
+            if compact and target <= len(active) // 2:
                 full = merged()
                 compacted = True
                 stopped = active[~running]
-                active = np.concatenate([active[running],
-                                         stopped[: _bucket(n_running) - n_running]])
-                state, active_victims = _gather(full, active), _gather(victims, active)
+                active = np.concatenate([active[running], stopped[: target - n_running]])
+                state = jax.device_put(_gather(full, active), sharded)
+                active_victims = jax.device_put(_gather(victims, active), sharded)
             size = len(active)
             if size not in compiled:
                 t0 = time.perf_counter()
@@ -276,22 +395,24 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
                 compile_seconds += time.perf_counter() - t0
             state = compiled[size](state, active_victims, context)
             if bar is not None:
-                done_iter = int(jnp.max(state.iteration))
-                bar.set_postfix(running=int(jnp.sum(state.stop_reason == 0)), batch=size,
-                                loss=f"{float(jnp.mean(state.best_loss)):.4g}", refresh=False)
-                bar.update(max(done_iter - bar.n, 0))
+                reason, best_loss, iteration = _to_host(
+                    (state.stop_reason, state.best_loss, state.iteration))
+                real = reason != _PADDING
+                bar.set_postfix(running=int(np.sum(reason == 0)), batch=size,
+                                loss=f"{float(np.mean(best_loss[real])):.4g}", refresh=False)
+                bar.update(max(int(iteration.max()) - bar.n, 0))
             if checkpoint is not None and checkpoint.due():
-                checkpoint.save(merged())
+                checkpoint.save(unpadded(merged()))
     finally:
         if bar is not None:
             bar.close()
-    full = merged()
-    best = jax.tree.map(np.asarray, full.best)
+    full = unpadded(merged())
     return AttackResult(
-        best=best,
-        best_loss=np.asarray(full.best_loss),
-        iterations=np.asarray(full.iteration),
-        stop_reason=np.asarray(full.stop_reason),
+        best=full.best,
+        best_loss=full.best_loss,
+        iterations=full.iteration,
+        stop_reason=full.stop_reason,
         wall_seconds=time.perf_counter() - start,
         compile_seconds=compile_seconds,
+        num_devices=n_devices,
     )
