@@ -44,6 +44,13 @@ Attacks (``--attacks``), each against the defenses it targets: ``ig`` (no defens
 ``dia`` (dropout), ``vbia`` (CVB), ``cdia`` (dropout + pruning + CVB; CDIA estimates
 the masks and eps and applies the observed pruning mask).
 
+Federated training (``--fl-stacks``, default ``none;dp``; ``--fl-stacks=`` skips it):
+one FedAvg round (:func:`jgi.fedavg.make_round`: every client's local epoch of Adam
+steps, vmapped over ``--fl-clients`` clients, then the average) on ``--fl-batches``
+batches of 64 random images per client, for each model and shape; reported as
+``samples_per_s`` (training examples per second over all clients) with ``impl``
+``jgi-fedavg`` and the stack in ``defenses``.
+
 Reported per measurement (one JSON line each): ``victim_iters_per_s`` (median),
 ``compile_s`` (trace + compile of the chunk; null for eager PyTorch),
 ``peak_memory_mb`` (jgi: XLA's memory analysis of the compiled chunk, arguments +
@@ -71,6 +78,7 @@ import jax.numpy as jnp
 
 from jgi import defenses, fl, models
 from jgi.attacks import ATTACKS, ig, mimic, runner
+from jgi.fl import fedavg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch_reference  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -313,6 +321,65 @@ def torch_check(setup: Setup) -> dict[str, float]:
 # ---------------------------------------------------------------------------- main
 
 
+def run_fedavg(model_name, shape_name, stack_name, args, peak):
+    """Samples per second of one FedAvg round (all clients vmapped), median of repeats."""
+    shape = SHAPES[shape_name]
+    stack = defenses.from_names(stack_name)
+    model = models.get(model_name, **stack.model_options())
+    config = fedavg.FedAvgConfig()
+    n_clients, n_train = args.fl_clients, args.fl_batches * config.batch_size
+    params = model.init(jax.random.key(0), shape)
+    tx = config.optimizer()
+    opt_state = jax.vmap(lambda _: tx.init(params))(jnp.arange(n_clients))
+    x = jax.random.normal(jax.random.key(1), (n_clients, n_train, *shape))
+    y = jax.random.randint(jax.random.key(2), (n_clients, n_train), 0, 10)
+    round_fn = jax.jit(fedavg.make_round(model, stack, config, shape, n_train, n_clients))
+    key = jax.random.key(3)
+    t = time.perf_counter()
+    compiled = round_fn.lower(params, opt_state, x, y, key).compile()
+    compile_s = time.perf_counter() - t
+    samples = n_clients * args.fl_batches * config.batch_size
+    flops = _xla_flops(compiled) / samples
+    jax.block_until_ready(compiled(params, opt_state, x, y, key))  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        time.sleep(args.pause)
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(params, opt_state, x, y, key))
+        times.append(time.perf_counter() - t)
+    sps = samples / statistics.median(times)
+    device = jax.devices()[0]
+    return {
+        "impl": "jgi-fedavg", "model": model_name, "input_shape": shape_name,
+        "defenses": list(stack.names), "victims": None, "victim_iters_per_s": None,
+        "clients": n_clients,
+        "samples_per_round": samples, "samples_per_s": round(sps, 1),
+        "compile_s": round(compile_s, 2), "peak_memory_mb": _round(_xla_memory_mb(compiled), 1),
+        "memory_source": "xla", "flops_per_sample": flops, "peak_flops": round(peak),
+        "peak_fraction": round(flops * sps / peak, 4) if flops == flops else None,
+        "repeats": args.repeats,
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "num_devices": len(jax.devices()), "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def _round(x, digits):
+    return None if x is None else round(x, digits)
+
+
+def print_fedavg_table(records, out=sys.stdout):
+    header = (f"{'model':8} {'shape':8} {'defenses':12} {'clients':>7} {'samples/s':>10} "
+              f"{'compile s':>9} {'mem MB':>7} {'MFLOP/sample':>12} {'peak %':>6}")
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for r in records:
+        mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        pf = "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}"
+        print(f"{r['model']:8} {r['input_shape']:8} {','.join(r['defenses']) or 'none':12} "
+              f"{r['clients']:>7} {r['samples_per_s']:>10.1f} {r['compile_s']:>9.1f} "
+              f"{mem:>7} {r['flops_per_sample'] / 1e6:>12.2f} {pf:>6}", file=out)
+
+
 def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, note):
     """Builds every implementation of one configuration, then times them interleaved."""
     shape = SHAPES[shape_name]
@@ -446,6 +513,12 @@ def main(argv=None) -> None:
                         help="PyTorch intra-op thread counts to try; the fastest is timed")
     parser.add_argument("--pause", type=float, default=0.3,
                         help="seconds of idle before each timed call")
+    parser.add_argument("--fl-stacks", default="none;dp",
+                        help="';'-separated defense stacks for the FedAvg round benchmark "
+                             "(e.g. 'none;dp;dropout,prune,cvb'); empty skips it")
+    parser.add_argument("--fl-clients", type=int, default=10)
+    parser.add_argument("--fl-batches", type=int, default=8,
+                        help="local batches of 64 per client in the timed round")
     parser.add_argument("--json", action="store_true", help="print only JSON lines")
     args = parser.parse_args(argv)
     args.torch_threads = sorted({int(t) for t in _csv(parser, args.torch_threads, None,
@@ -455,6 +528,12 @@ def main(argv=None) -> None:
     attacks = _csv(parser, args.attacks, ATTACK_STACKS, "attack")
     impls = _csv(parser, args.impls, IMPLS, "impl")
     notes: list[str] = []
+    fl_stacks = [t.strip() for t in args.fl_stacks.split(";") if t.strip()]
+    for t in fl_stacks:
+        try:
+            defenses.from_names(t)
+        except ValueError as e:
+            parser.error(f"--fl-stacks: {e}")
 
     def note(msg):
         notes.append(msg)
@@ -483,12 +562,24 @@ def main(argv=None) -> None:
                         records.append(rec)
                         if args.json:
                             print(json.dumps(rec), flush=True)
-    if args.json or not records:
+    fl_records = []
+    for model_name in model_names:
+        for shape_name in shapes:
+            for stack_name in fl_stacks:
+                rec = run_fedavg(model_name, shape_name, stack_name, args, peak)
+                fl_records.append(rec)
+                if args.json:
+                    print(json.dumps(rec), flush=True)
+    if args.json:
         return
+    if records:
+        print()
+        print_table(records, peak)
+    if fl_records:
+        print("\nFedAvg: one round, all clients vmapped (training examples per second)")
+        print_fedavg_table(fl_records)
     print()
-    print_table(records, peak)
-    print()
-    for r in records:
+    for r in records + fl_records:
         print(json.dumps(r))
 
 

@@ -200,6 +200,30 @@ def make_local_training(model: Model, stack: DefenseStack, config: FedAvgConfig,
     return local
 
 
+def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
+               input_shape: tuple[int, ...], n_train: int, num_clients: int):
+    """``(params, opt_state, x_train, y_train, key) -> (params, opt_state, mean loss)``.
+
+    One FedAvg round: every client's local training (:func:`make_local_training`),
+    ``vmap``-ed over the leading client axis of ``opt_state``, ``x_train`` and
+    ``y_train``, then the average of the clients' parameters (equal client sizes).
+    """
+    local = make_local_training(model, stack, config, input_shape, n_train)
+    tx = config.optimizer()
+    weights = jnp.full((num_clients,), 1.0 / num_clients)
+
+    def round_fn(params, opt_state, x_train, y_train, key):
+        keys = jax.random.split(key, num_clients)
+        if config.adam_state == "reset":
+            opt_state = jax.vmap(lambda _: tx.init(params))(jnp.arange(num_clients))
+        client_params, opt_state, losses = jax.vmap(local, in_axes=(None, 0, 0, 0, 0))(
+            params, opt_state, x_train, y_train, keys)
+        new_params = jax.tree.map(lambda p: jnp.tensordot(weights, p, axes=1), client_params)
+        return new_params, opt_state, jnp.mean(losses)
+
+    return round_fn
+
+
 def evaluate(model: Model, params: Params, x: jax.Array, y: jax.Array,
              batch_size: int = 1000) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``params`` on (x, y), deterministic."""
@@ -256,18 +280,10 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
         state = restored["state"]
         history = _history_lists(restored["history"], int(state.round))
 
-    local = make_local_training(model, stack, config, input_shape, n_train)
-    weights = jnp.full((num_clients,), 1.0 / num_clients)  # equal client sizes
+    round_step = jax.jit(make_round(model, stack, config, input_shape, n_train, num_clients))
 
-    @jax.jit
     def round_fn(params, opt_state, key):
-        keys = jax.random.split(key, num_clients)
-        if config.adam_state == "reset":
-            opt_state = jax.vmap(lambda _: tx.init(params))(jnp.arange(num_clients))
-        client_params, opt_state, losses = jax.vmap(local, in_axes=(None, 0, 0, 0, 0))(
-            params, opt_state, data.x_train, data.y_train, keys)
-        new_params = jax.tree.map(lambda p: jnp.tensordot(weights, p, axes=1), client_params)
-        return new_params, opt_state, jnp.mean(losses)
+        return round_step(params, opt_state, data.x_train, data.y_train, key)
 
     bar = None
     if progress:

@@ -1,0 +1,35 @@
+"""The benchmark script runs end to end and prints the documented JSON records."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import attack_throughput  # noqa: E402
+
+REQUIRED = ("impl", "model", "input_shape", "victims", "victim_iters_per_s", "compile_s",
+            "peak_fraction")
+
+
+def test_json_lines_have_the_documented_fields(capsys):
+    attack_throughput.main([
+        "--models=cnn", "--shapes=28x28x1", "--victims=2", "--impls=jgi-vmap,jgi-loop",
+        "--iters=2", "--repeats=1", "--pause=0", "--fl-stacks=none", "--fl-clients=2",
+        "--fl-batches=1", "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    attack = [r for r in lines if r["impl"] != "jgi-fedavg"]
+    fed = [r for r in lines if r["impl"] == "jgi-fedavg"]
+    assert sorted(r["impl"] for r in attack) == ["jgi-loop", "jgi-vmap"]
+    for r in attack:
+        assert all(k in r for k in REQUIRED), r
+        assert r["victims"] == 2 and r["victim_iters_per_s"] > 0 and r["compile_s"] > 0
+        assert 0 < r["peak_fraction"] < 1.5 and r["flops_per_victim_iter"] > 1e6
+    assert len(fed) == 1 and fed[0]["samples_per_s"] > 0 and fed[0]["samples_per_round"] == 128
+
+
+def test_unknown_names_are_refused_with_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        attack_throughput.main(["--shapes=64x64x3"])
+    assert "valid: 28x28x1, 32x32x3" in capsys.readouterr().err
