@@ -18,6 +18,8 @@ Implementations (``--impls``):
   donated and fed back as the runner does).
 - ``jgi-vmap-plain``: the same without materialising the gradient once per step
   (``make_chunk(..., materialize_gradient=False)``), to measure that optimisation.
+- ``jgi-vmap-untiled``: the same without splitting the victims into tiles of
+  :data:`jgi.attacks.runner.CPU_VICTIM_TILE` on CPU (``victim_tile=None``).
 - ``jgi-vmap-laxconv`` (CNN only): the same with ``lax.conv_general_dilated``
   convolutions, whose per-victim weight gradients XLA lowers to grouped convolutions.
 - ``jgi-loop``: the same compiled chunk for one victim, called once per victim from
@@ -87,8 +89,8 @@ SHAPES = {"28x28x1": (28, 28, 1), "32x32x3": (32, 32, 3)}
 BENCH_MODELS = ("cnn", "resnet18", "vit")
 HEAVY_DEFAULT_VICTIMS = (1, 8)
 ATTACK_STACKS = {"ig": "none", "dia": "dropout", "vbia": "cvb", "cdia": "dropout,prune,cvb"}
-IMPLS = ("jgi-vmap", "jgi-loop", "jgi-vmap-plain", "jgi-vmap-laxconv", "torch-sequential",
-         "torch-func-vmap")
+IMPLS = ("jgi-vmap", "jgi-loop", "jgi-vmap-plain", "jgi-vmap-untiled", "jgi-vmap-laxconv",
+         "torch-sequential", "torch-func-vmap")
 DEFAULT_IMPLS = ("jgi-vmap", "jgi-loop", "torch-sequential", "torch-func-vmap")
 
 
@@ -204,13 +206,15 @@ class JgiVmap:
     memory_source = "xla"
 
     def __init__(self, setup: Setup, iters: int, loop_victims: int,
-                 materialize_gradient: bool = True):
+                 materialize_gradient: bool = True, tiled: bool = True):
         del loop_victims
         self.victims_timed = setup.num_victims
         self.victims, self.context = setup.victims, setup.context
         self.state = jax.tree.map(jnp.copy, setup.state)
+        tile = runner.default_victim_tile() if tiled else None
         chunk = jax.jit(runner.make_chunk(setup.problem, setup.stopping, iters,
-                                          materialize_gradient=materialize_gradient),
+                                          materialize_gradient=materialize_gradient,
+                                          victim_tile=tile),
                         donate_argnums=(0,))
         t = time.perf_counter()
         self.compiled = chunk.lower(self.state, self.victims, self.context).compile()
@@ -284,6 +288,8 @@ def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
         return JgiVmap(setup_for(None), iters, loop_victims)
     if impl == "jgi-vmap-plain":
         return JgiVmap(setup_for(None), iters, loop_victims, materialize_gradient=False)
+    if impl == "jgi-vmap-untiled":
+        return JgiVmap(setup_for(None), iters, loop_victims, tiled=False)
     if impl == "jgi-vmap-laxconv":
         return JgiVmap(setup_for("lax"), iters, loop_victims)
     if impl == "jgi-loop":

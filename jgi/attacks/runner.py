@@ -220,8 +220,23 @@ def _materialized_on_cpu(tree: Any, index: jax.Array) -> Any:
     return lax.platform_dependent(tree, cpu=cpu, default=lambda t: t)
 
 
+CPU_VICTIM_TILE = 32
+MAX_TILES = 4
+
+
+def default_victim_tile() -> int | None:
+    """Victims per tile on the default backend: 32 on CPU, no tiling elsewhere.
+
+    Measured on 2 CPU cores (IG, CNN, 128 victims, 10-step chunks): 4 tiles of 32 ran
+    2,344 victim-iterations/s at 32x32x3 against 1,966 untiled (whose per-step working
+    set, ~150 MB, no longer fits the caches) and 2,983 against 2,650 at 28x28x1. On a
+    GPU the whole batch is one kernel launch per op, and tiling would only serialise it.
+    """
+    return CPU_VICTIM_TILE if jax.default_backend() == "cpu" else None
+
+
 def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int, *,
-               materialize_gradient: bool = True):
+               materialize_gradient: bool = True, victim_tile: int | None = None):
     """``chunk(state, victims, context) -> state`` running ``chunk_size`` vmapped steps.
 
     Each step is :func:`make_step` vmapped over the victims. With
@@ -232,12 +247,21 @@ def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int, *,
     bitwise identical, and where an unsigned gradient drives the update (DIA's masks)
     the two differ only in the last bits, because XLA compiles the recomputed copies
     of the plain version in different fusions (tests/attacks/test_runner.py).
+
+    With ``victim_tile`` (see :func:`default_victim_tile`) and a batch of more than
+    ``victim_tile`` victims, the batch is split into ceil(n / victim_tile) tiles (at most
+    :data:`MAX_TILES`, larger tiles beyond) that run the whole chunk one after the other,
+    each its own ``lax.scan`` over steps with ``vmap`` over the tile's victims, so a
+    tile's state stays in the caches for all ``chunk_size`` steps. Each tile is compiled
+    separately (compile time grows with the number of tiles; a ``lax.map`` over tiles
+    compiles once but measured no faster than the untiled chunk). Victims are
+    independent: the results are those of the untiled chunk.
     """
     gradient, update = _step_parts(problem, stopping)
     gradient = jax.vmap(gradient, in_axes=(0, 0, None))
     update = jax.vmap(update, in_axes=(0, 0, 0, 0, 0, None))
 
-    def chunk(state, victims, context):
+    def untiled(state, victims, context):
         def body(s, index):
             loss, grad, key_data = gradient(s, victims, context)
             if materialize_gradient:
@@ -245,6 +269,19 @@ def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int, *,
             return update(s, loss, grad, key_data, victims, context), None
         state, _ = lax.scan(body, state, jnp.arange(chunk_size))
         return state
+
+    def chunk(state, victims, context):
+        n = _num_victims(victims)
+        if victim_tile is None or n <= victim_tile:
+            return untiled(state, victims, context)
+        bounds = np.linspace(0, n, min(MAX_TILES, -(-n // victim_tile)) + 1).astype(int)
+        outs = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            def part(a, lo=lo, hi=hi):
+                return a[lo:hi]
+            outs.append(untiled(jax.tree.map(part, state), jax.tree.map(part, victims),
+                                context))
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
 
     return chunk
 
@@ -352,7 +389,9 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
     victims = jax.device_put(victims, sharded)
     context = jax.device_put(context, replicated)
 
-    chunk = jax.jit(make_chunk(problem, stopping, chunk_size), donate_argnums=(0,),
+    tile = default_victim_tile() if n_devices == 1 else None
+    chunk = jax.jit(make_chunk(problem, stopping, chunk_size, victim_tile=tile),
+                    donate_argnums=(0,),
                     in_shardings=(sharded, sharded, replicated), out_shardings=sharded)
     compiled: dict[int, Any] = {}
     compile_seconds = 0.0

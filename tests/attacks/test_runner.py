@@ -216,3 +216,17 @@ def test_patch_convolutions_give_the_lax_convolution_reconstructions():
     np.testing.assert_array_equal(fast.iterations, plain.iterations)
     np.testing.assert_allclose(fast.best_loss, plain.best_loss, rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(fast.best["x"], plain.best["x"], atol=1e-3)
+
+
+@pytest.mark.parametrize("attack", ["ig", "dia"])
+def test_victim_tiles_give_the_untiled_chunk(attack):
+    # 5 victims in tiles of 2: three tiles of uneven size (1 or 2 victims).
+    problem, cfg, victims, context = _small_attack(attack, n=5)
+    state = runner.init_state(problem, victims, context, jax.random.key(5))
+    out = {}
+    for tile in (None, 2):
+        chunk = jax.jit(runner.make_chunk(problem, cfg.stopping(), 10, victim_tile=tile))
+        out[tile] = chunk(state, victims, context)
+    np.testing.assert_array_equal(out[None].iteration, out[2].iteration)
+    np.testing.assert_allclose(out[None].best_loss, out[2].best_loss, rtol=1e-6)
+    np.testing.assert_allclose(out[None].candidate["x"], out[2].candidate["x"], atol=1e-6)
