@@ -345,7 +345,9 @@ def run_fedavg(model_name, shape_name, stack_name, args, peak):
     compiled = round_fn.lower(params, opt_state, x, y, key).compile()
     compile_s = time.perf_counter() - t
     samples = n_clients * args.fl_batches * config.batch_size
-    flops = _xla_flops(compiled) / samples
+    # XLA's cost analysis counts a scan body once: the round's count is one local step
+    # of every client, i.e. n_clients x batch_size training examples.
+    flops = _xla_flops(compiled) / (n_clients * config.batch_size)
     jax.block_until_ready(compiled(params, opt_state, x, y, key))  # warm-up
     times = []
     for _ in range(args.repeats):
