@@ -176,6 +176,8 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def _fmt_acc(row):
     if row.get("accuracy") is None:
         return "–"
+    if row.get("accuracy_seeds", 0) < 2:  # a std over one seed would read as "no spread"
+        return f"{100 * row['accuracy']:.2f} (1 seed)"
     return f"{100 * row['accuracy']:.2f} (± {100 * row['accuracy_std']:.2f})"
 
 
