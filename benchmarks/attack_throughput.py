@@ -332,7 +332,7 @@ def run_fedavg(model_name, shape_name, stack_name, args, peak):
     shape = SHAPES[shape_name]
     stack = defenses.from_names(stack_name)
     model = models.get(model_name, **stack.model_options())
-    config = fedavg.FedAvgConfig()
+    config = fedavg.FedAvgConfig(client_batch=args.fl_client_batch)
     n_clients, n_train = args.fl_clients, args.fl_batches * config.batch_size
     params = model.init(jax.random.key(0), shape)
     tx = config.optimizer()
@@ -360,7 +360,7 @@ def run_fedavg(model_name, shape_name, stack_name, args, peak):
     return {
         "impl": "jgi-fedavg", "model": model_name, "input_shape": shape_name,
         "defenses": list(stack.names), "victims": None, "victim_iters_per_s": None,
-        "clients": n_clients,
+        "clients": n_clients, "client_batch": args.fl_client_batch,
         "samples_per_round": samples, "samples_per_s": round(sps, 1),
         "compile_s": round(compile_s, 2), "peak_memory_mb": _round(_xla_memory_mb(compiled), 1),
         "memory_source": "xla", "flops_per_sample": flops, "peak_flops": round(peak),
@@ -525,6 +525,8 @@ def main(argv=None) -> None:
                         help="';'-separated defense stacks for the FedAvg round benchmark "
                              "(e.g. 'none;dp;dropout,prune,cvb'); empty skips it")
     parser.add_argument("--fl-clients", type=int, default=10)
+    parser.add_argument("--fl-client-batch", type=int, default=None,
+                        help="clients trained at once (FedAvgConfig.client_batch; default all)")
     parser.add_argument("--fl-batches", type=int, default=8,
                         help="local batches of 64 per client in the timed round")
     parser.add_argument("--json", action="store_true", help="print only JSON lines")
@@ -586,7 +588,7 @@ def main(argv=None) -> None:
                     # e.g. DP's per-example gradients of ResNet-18 for every client at
                     # once: 10 x 64 x 11M floats, more than a small machine's memory.
                     note(f"skip FedAvg {model_name}/{shape_name}/{stack_name}: "
-                         f"{str(e).splitlines()[0][:200]}")
+                         f"{str(e).splitlines()[0][:200]} (try --fl-client-batch=1)")
                     continue
                 fl_records.append(rec)
                 if args.json:

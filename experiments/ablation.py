@@ -176,7 +176,9 @@ def _utility_identity(config: AblationConfig, dataset: data.Dataset, model: mode
         "kind": "utility", "model": model.describe(), "dataset": config.dataset,
         "defenses": stack.describe(), "seed": config.seed, "num_clients": config.num_clients,
         "val_fraction": config.val_fraction,
-        "fedavg": dataclasses.asdict(config.fedavg),
+        # How many clients train at once changes memory, not the result.
+        "fedavg": {k: v for k, v in dataclasses.asdict(config.fedavg).items()
+                   if k != "client_batch"},
         "data": {"source": dataset.source, "n_train": int(len(dataset.y_train)),
                  "n_test": int(len(dataset.y_test))},
     }
@@ -466,7 +468,8 @@ def build_config(args: argparse.Namespace) -> AblationConfig:
     if overrides:
         attack_cfg = dataclasses.replace(attack_cfg, **overrides)
     fed = preset["fedavg"]
-    fed_overrides = {k: v for k, v in {"rounds": args.rounds, "patience": args.patience}.items()
+    fed_overrides = {k: v for k, v in {"rounds": args.rounds, "patience": args.patience,
+                                       "client_batch": args.client_batch}.items()
                      if v is not None}
     if fed_overrides:
         fed = dataclasses.replace(fed, **fed_overrides)
@@ -527,6 +530,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="maximum FedAvg rounds (paper: 300; cpu: 20; smoke: 2)")
     parser.add_argument("--patience", type=int, default=None,
                         help="FedAvg early-stopping patience in rounds (paper: 40)")
+    parser.add_argument("--client-batch", type=int, default=None,
+                        help="FedAvg clients trained at once (default all; fewer need less "
+                             "memory, e.g. 1 for ResNet-18 with DP on a small machine)")
     parser.add_argument("--no-utility", action="store_true",
                         help="skip federated training (privacy columns only)")
     parser.add_argument("--no-privacy", action="store_true",
@@ -543,7 +549,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.no_utility and args.no_privacy:
         parser.error("--no-utility and --no-privacy together leave nothing to run")
-    for flag in ("victims", "max_iters", "chunk_size", "seeds", "rounds", "patience"):
+    for flag in ("victims", "max_iters", "chunk_size", "seeds", "rounds", "patience",
+                 "client_batch"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")

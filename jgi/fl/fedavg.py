@@ -65,6 +65,11 @@ class FedAvgConfig:
       adam_state: "persist" (each client keeps its Adam moments across rounds) or
         "reset" (fresh every round).
       eval_batch_size: batch size of evaluation passes.
+      client_batch: how many clients train at once (``None``: all, one ``vmap``).
+        Fewer trade speed for memory through ``lax.map(..., batch_size=client_batch)``:
+        DP-SGD's per-example gradients of ResNet-18 for 10 clients x 64 examples need
+        about 28 GB at once, 2.8 GB per client. Clients are independent, so the
+        results are the same up to float reassociation.
     """
 
     rounds: int = 300
@@ -76,6 +81,7 @@ class FedAvgConfig:
     patience: int = 40
     adam_state: str = "persist"
     eval_batch_size: int = 1000
+    client_batch: int | None = None
 
     def __post_init__(self):
         if self.optimizer_name not in OPTIMIZERS:
@@ -84,6 +90,9 @@ class FedAvgConfig:
         if self.adam_state not in ADAM_STATES:
             raise ValueError(f"adam_state must be one of {', '.join(ADAM_STATES)}, got "
                              f"{self.adam_state!r}.")
+        if self.client_batch is not None and self.client_batch < 1:
+            raise ValueError(f"FedAvgConfig.client_batch must be >= 1 or None (all clients "
+                             f"at once), got {self.client_batch}.")
         for name in ("rounds", "local_epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FedAvgConfig.{name} must be >= 1, got {getattr(self, name)}.")
@@ -206,7 +215,8 @@ def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
 
     One FedAvg round: every client's local training (:func:`make_local_training`),
     ``vmap``-ed over the leading client axis of ``opt_state``, ``x_train`` and
-    ``y_train``, then the average of the clients' parameters (equal client sizes).
+    ``y_train`` (``config.client_batch`` clients at a time when set), then the average of
+    the clients' parameters (equal client sizes).
     """
     local = make_local_training(model, stack, config, input_shape, n_train)
     tx = config.optimizer()
@@ -216,8 +226,13 @@ def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
         keys = jax.random.split(key, num_clients)
         if config.adam_state == "reset":
             opt_state = jax.vmap(lambda _: tx.init(params))(jnp.arange(num_clients))
-        client_params, opt_state, losses = jax.vmap(local, in_axes=(None, 0, 0, 0, 0))(
-            params, opt_state, x_train, y_train, keys)
+        if config.client_batch is None or config.client_batch >= num_clients:
+            client_params, opt_state, losses = jax.vmap(local, in_axes=(None, 0, 0, 0, 0))(
+                params, opt_state, x_train, y_train, keys)
+        else:
+            client_params, opt_state, losses = jax.lax.map(
+                lambda c: local(params, *c), (opt_state, x_train, y_train, keys),
+                batch_size=config.client_batch)
         new_params = jax.tree.map(lambda p: jnp.tensordot(weights, p, axes=1), client_params)
         return new_params, opt_state, jnp.mean(losses)
 

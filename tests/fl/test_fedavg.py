@@ -109,3 +109,23 @@ def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="fewer than one batch"):
         fedavg.make_local_training(models.get("cnn"), defenses.NO_DEFENSE,
                                    fedavg.FedAvgConfig(batch_size=64), (28, 28, 1), 10)
+    with pytest.raises(ValueError, match="client_batch must be >= 1"):
+        fedavg.FedAvgConfig(client_batch=0)
+
+
+def test_clients_trained_a_few_at_a_time_give_the_vmapped_round():
+    # DP's per-example gradients make "all clients at once" memory-hungry; lax.map over
+    # client batches (2 + 1 clients here) must give the same round.
+    stack = defenses.from_names("dp,prune")
+    model = models.get("cnn", channels=(4, 8))
+    data = _data()
+    params = model.init(jax.random.key(0), SHAPE)
+    outs = []
+    for client_batch in (None, 2):
+        cfg = fedavg.FedAvgConfig(batch_size=16, client_batch=client_batch)
+        opt_state = jax.vmap(lambda _: cfg.optimizer().init(params))(jnp.arange(3))
+        round_fn = jax.jit(fedavg.make_round(model, stack, cfg, SHAPE, 32, 3))
+        outs.append(round_fn(params, opt_state, data.x_train, data.y_train,
+                             jax.random.key(1)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 outs[0], outs[1])
