@@ -298,6 +298,19 @@ def load_embedded(info: DatasetInfo) -> Dataset:
     return load_npz(path, info, verify=False, source="embedded")
 
 
+TFDS_SERVER = ("storage.googleapis.com", 443)
+
+
+def tfds_server_reachable(timeout: float = 3.0) -> bool:
+    """Whether the server tensorflow-datasets downloads from accepts a connection."""
+    import socket  # pylint: disable=g-import-not-at-top
+    try:
+        with socket.create_connection(TFDS_SERVER, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def load(name: str, *, data_dir: str | os.PathLike | None = None, source: str = "auto",
                   verify: bool = True, download: bool = True) -> Dataset:
     """Loads a dataset by name.
@@ -306,7 +319,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, source: str = 
         name: one of :data:`DATASETS` ("mnist", "cifar10", "pneumoniamnist").
         data_dir: folder holding ``<name>.npz``; defaults to ``$JGI_DATA_DIR``.
         source: "auto" (data_dir if given, else tfds, else the embedded sample), or
-            exactly one of "dir", "tfds", "embedded".
+            exactly one of "dir", "tfds", "embedded". In "auto", tfds downloads only
+            when its server is reachable; otherwise only already prepared data is used.
         verify: check reference files against their published sha256.
         download: let tensorflow-datasets download when the data are not prepared.
 
@@ -341,10 +355,12 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, source: str = 
     if source == "embedded":
         return load_embedded(info)
 
-    # auto, no data directory: tfds first, then the embedded sample.
+    # auto, no data directory: tfds first (downloading only when its server answers:
+    # offline, tfds would retry each file for minutes), then the embedded sample.
     attempts: list[tuple[str, Callable[[], Dataset]]] = []
     if info.tfds_name is not None:
-        attempts.append(("tfds", lambda: load_tfds(info, download=download)))
+        attempts.append(("tfds", lambda: load_tfds(
+            info, download=download and tfds_server_reachable())))
     attempts.append(("embedded", lambda: load_embedded(info)))
     errors = []
     for label, attempt in attempts:

@@ -142,3 +142,18 @@ def test_no_hidden_download_folder_needed(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     data.load("cifar10", source="embedded")
     assert not os.listdir(tmp_path)
+
+
+def test_auto_does_not_download_when_the_tfds_server_is_unreachable(monkeypatch):
+    # Offline, tfds would retry every file for minutes before the embedded fallback.
+    monkeypatch.delenv("JGI_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "tfds_server_reachable", lambda timeout=3.0: False)
+    calls = []
+
+    def fake_tfds(info, download=True):
+        calls.append(download)
+        raise data.DataError("tensorflow-datasets could not provide 'mnist' (not prepared).")
+
+    monkeypatch.setattr(datasets, "load_tfds", fake_tfds)
+    assert data.load("mnist").source == "embedded"
+    assert calls == [False]
