@@ -335,8 +335,7 @@ def run_fedavg(model_name, shape_name, stack_name, args, peak):
     config = fedavg.FedAvgConfig(client_batch=args.fl_client_batch)
     n_clients, n_train = args.fl_clients, args.fl_batches * config.batch_size
     params = model.init(jax.random.key(0), shape)
-    tx = config.optimizer()
-    opt_state = jax.vmap(lambda _: tx.init(params))(jnp.arange(n_clients))
+    opt_state = fedavg.client_opt_states(config, params, n_clients)
     x = jax.random.normal(jax.random.key(1), (n_clients, n_train, *shape))
     y = jax.random.randint(jax.random.key(2), (n_clients, n_train), 0, 10)
     round_fn = jax.jit(fedavg.make_round(model, stack, config, shape, n_train, n_clients))

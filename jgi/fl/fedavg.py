@@ -209,6 +209,12 @@ def make_local_training(model: Model, stack: DefenseStack, config: FedAvgConfig,
     return local
 
 
+def client_opt_states(config: FedAvgConfig, params: Params, num_clients: int) -> Any:
+    """Fresh optimiser state for every client, stacked on a leading client axis."""
+    tx = config.optimizer()
+    return jax.vmap(lambda _: tx.init(params))(jnp.arange(num_clients))
+
+
 def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
                input_shape: tuple[int, ...], n_train: int, num_clients: int):
     """``(params, opt_state, x_train, y_train, key) -> (params, opt_state, mean loss)``.
@@ -219,13 +225,12 @@ def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
     the clients' parameters (equal client sizes).
     """
     local = make_local_training(model, stack, config, input_shape, n_train)
-    tx = config.optimizer()
     weights = jnp.full((num_clients,), 1.0 / num_clients)
 
     def round_fn(params, opt_state, x_train, y_train, key):
         keys = jax.random.split(key, num_clients)
         if config.adam_state == "reset":
-            opt_state = jax.vmap(lambda _: tx.init(params))(jnp.arange(num_clients))
+            opt_state = client_opt_states(config, params, num_clients)
         if config.client_batch is None or config.client_batch >= num_clients:
             client_params, opt_state, losses = jax.vmap(local, in_axes=(None, 0, 0, 0, 0))(
                 params, opt_state, x_train, y_train, keys)
@@ -282,8 +287,7 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
     input_shape = tuple(data.x_train.shape[2:])
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, input_shape)
-    tx = config.optimizer()
-    opt_state = jax.vmap(lambda _: tx.init(params))(jnp.arange(num_clients))
+    opt_state = client_opt_states(config, params, num_clients)
     state = FedAvgState(params=params, opt_state=opt_state,
                         key_data=jax.random.key_data(k_train), round=jnp.asarray(0),
                         best_val_loss=jnp.asarray(jnp.inf, jnp.float32),

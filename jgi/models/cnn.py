@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jgi.defenses import bottleneck as vb
 from jgi.defenses import dropout as do
 from jgi.models import layers
-from jgi.models.interface import Model
+from jgi.models.interface import Model, check_noise_keys, check_options
 
 # CVB placement and hyperparameters per model (Scheliga et al. 2024b, authors' configs).
 CVB_KERNEL, CVB_BETA = 5, 0.1
@@ -60,14 +60,8 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
     """
     if padding not in layers.PADDINGS:
         raise ValueError(f"cnn: unknown padding {padding!r}; valid: {', '.join(layers.PADDINGS)}.")
-    if conv_impl not in layers.CONV_IMPLS:
-        raise ValueError(
-            f"cnn: unknown conv_impl {conv_impl!r}; valid: {', '.join(layers.CONV_IMPLS)}.")
-    if bottleneck not in (None, *vb.BOTTLENECKS):
-        raise ValueError(f"cnn: unknown bottleneck {bottleneck!r}; the cnn supports "
-                         f"{', '.join(vb.BOTTLENECKS)}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"cnn: dropout rate must be in [0, 1), got {dropout}.")
+    check_options("cnn", conv_impl=conv_impl, conv_impls=layers.CONV_IMPLS,
+                  bottleneck=bottleneck, bottlenecks=vb.BOTTLENECKS, dropout=dropout)
     channels = tuple(channels)
     n_conv = len(channels)
 
@@ -124,7 +118,7 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
                 f"cnn: params expect {params['dense']['w'].shape[0]} features before the "
                 f"classifier, but inputs of shape {tuple(x.shape[1:])} give {h * w * c}; "
                 f"initialise the params with model.init(key, {tuple(x.shape[1:])}).")
-        _check_noise(noise)
+        check_noise_keys("cnn", noise, dropout=dropout, bottleneck=bottleneck)
         penalty = jnp.zeros((), jnp.float32)
         for i in range(n_conv):
             x = jax.nn.relu(layers.conv(params[f"conv{i}"], x, stride=stride, padding=padding,
@@ -139,14 +133,6 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
         if bottleneck == "precode":
             x, penalty = vb.precode_apply(params["bottleneck"], x, noise["eps"], PRECODE_BETA)
         return layers.dense(params["dense"], x, name="cnn.dense"), penalty
-
-    def _check_noise(noise):
-        expected = ({"dropout"} if dropout > 0 else set()) | ({"eps"} if bottleneck else set())
-        if set(noise) != expected:
-            raise ValueError(
-                f"cnn: noise has keys {sorted(noise)}, this model (dropout={dropout}, "
-                f"bottleneck={bottleneck}) needs {sorted(expected)}; use "
-                f"model.sample_noise(key, input_shape, batch).")
 
     order = [f"conv{i}" for i in range(n_conv)]
     if bottleneck == "cvb":

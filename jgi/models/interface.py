@@ -70,3 +70,32 @@ def no_noise(key: jax.Array, input_shape: tuple[int, ...], batch_size: int) -> d
     del key, input_shape, batch_size
     return {}
 
+
+
+def check_options(name: str, *, conv_impl: str, conv_impls: tuple[str, ...],
+                  bottleneck: str | None, bottlenecks: tuple[str, ...],
+                  dropout: float) -> None:
+    """Validates the options every convolutional model factory shares.
+
+    Raises:
+      ValueError: naming the model, the bad value and what is valid.
+    """
+    if conv_impl not in conv_impls:
+        raise ValueError(f"{name}: unknown conv_impl {conv_impl!r}; valid: "
+                         f"{', '.join(conv_impls)}.")
+    if bottleneck not in (None, *bottlenecks):
+        raise ValueError(f"{name}: unknown bottleneck {bottleneck!r}; the {name} supports "
+                         f"{', '.join(bottlenecks)}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{name}: dropout rate must be in [0, 1), got {dropout}.")
+
+
+def check_noise_keys(name: str, noise: dict, *, dropout: float,
+                     bottleneck: str | None) -> None:
+    """Checks that ``noise`` holds exactly the randomness the model draws."""
+    expected = ({"dropout"} if dropout > 0 else set()) | ({"eps"} if bottleneck else set())
+    if set(noise) != expected:
+        raise ValueError(
+            f"{name}: noise has keys {sorted(noise)}, this model (dropout={dropout}, "
+            f"bottleneck={bottleneck}) needs {sorted(expected)}; use "
+            f"model.sample_noise(key, input_shape, batch).")

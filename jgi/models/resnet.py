@@ -72,7 +72,7 @@ from jax import lax
 from jgi.defenses import bottleneck as vb
 from jgi.defenses import dropout as do
 from jgi.models import layers
-from jgi.models.interface import Model
+from jgi.models.interface import Model, check_noise_keys, check_options
 
 # The authors' ResNet18CVB.yaml (CVB after layer1) and PRECODE's recommended settings.
 CVB_KERNEL, CVB_BETA = 5, 5e-5
@@ -169,14 +169,8 @@ def resnet18(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None
     Returns:
       A :class:`~jgi.models.interface.Model` named "resnet18".
     """
-    if conv_impl not in layers.CONV_IMPLS:
-        raise ValueError(f"resnet18: unknown conv_impl {conv_impl!r}; valid: "
-                         f"{', '.join(layers.CONV_IMPLS)}.")
-    if bottleneck not in (None, *vb.BOTTLENECKS):
-        raise ValueError(f"resnet18: unknown bottleneck {bottleneck!r}; the resnet18 "
-                         f"supports {', '.join(vb.BOTTLENECKS)}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"resnet18: dropout rate must be in [0, 1), got {dropout}.")
+    check_options("resnet18", conv_impl=conv_impl, conv_impls=layers.CONV_IMPLS,
+                  bottleneck=bottleneck, bottlenecks=vb.BOTTLENECKS, dropout=dropout)
     widths, blocks = tuple(widths), tuple(blocks)
     if len(widths) != len(blocks) or not widths or min(widths + blocks) < 1:
         raise ValueError(f"resnet18: widths {widths} and blocks {blocks} need one positive "
@@ -264,7 +258,7 @@ def resnet18(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None
         if x.ndim != 4 or x.shape[-1] != cin:
             raise ValueError(f"resnet18: the params expect x of shape (batch, H, W, {cin}), "
                              f"got {tuple(x.shape)}.")
-        _check_noise(noise)
+        check_noise_keys("resnet18", noise, dropout=dropout, bottleneck=bottleneck)
         penalty = jnp.zeros((), jnp.float32)
         x = conv(params["stem"]["conv"], x, STEM_STRIDE, STEM_PAD, "resnet18.stem.conv")
         x = jax.nn.relu(group_norm(params["stem"]["norm"], x, groups, name="resnet18.stem"))
@@ -283,14 +277,6 @@ def resnet18(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None
         if dropout > 0:
             x = do.apply_mask(x, noise["dropout"]["pool"], dropout, name="resnet18.dropout")
         return layers.dense(params["dense"], x, name="resnet18.dense"), penalty
-
-    def _check_noise(noise):
-        expected = ({"dropout"} if dropout > 0 else set()) | ({"eps"} if bottleneck else set())
-        if set(noise) != expected:
-            raise ValueError(
-                f"resnet18: noise has keys {sorted(noise)}, this model (dropout={dropout}, "
-                f"bottleneck={bottleneck}) needs {sorted(expected)}; use "
-                f"model.sample_noise(key, input_shape, batch).")
 
     order = ["stem", *(f"layer{i + 1}" for i in range(len(widths)))]
     if bottleneck == "cvb":

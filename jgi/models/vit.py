@@ -81,7 +81,7 @@ from jax import lax
 from jgi.defenses import bottleneck as vb
 from jgi.defenses import dropout as do
 from jgi.models import layers
-from jgi.models.interface import Model
+from jgi.models.interface import Model, check_noise_keys, check_options
 
 # The authors' ViTCVB.yaml (CVB after block 0) and PRECODE's recommended settings.
 CVB_KERNEL, CVB_BETA = 3, 0.1
@@ -126,14 +126,8 @@ def vit(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = No
     Returns:
       A :class:`~jgi.models.interface.Model` named "vit".
     """
-    if conv_impl not in layers.CONV_IMPLS:
-        raise ValueError(f"vit: unknown conv_impl {conv_impl!r}; valid: "
-                         f"{', '.join(layers.CONV_IMPLS)}.")
-    if bottleneck not in (None, *vb.BOTTLENECKS):
-        raise ValueError(f"vit: unknown bottleneck {bottleneck!r}; the vit supports "
-                         f"{', '.join(vb.BOTTLENECKS)}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"vit: dropout rate must be in [0, 1), got {dropout}.")
+    check_options("vit", conv_impl=conv_impl, conv_impls=layers.CONV_IMPLS,
+                  bottleneck=bottleneck, bottlenecks=vb.BOTTLENECKS, dropout=dropout)
     if width % heads:
         raise ValueError(f"vit: {heads} heads do not divide the width {width}.")
     side = math.isqrt(width)
@@ -248,7 +242,7 @@ def vit(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = No
                 f"vit: params hold position embeddings for {pos.shape[0]} tokens, but "
                 f"inputs of shape {tuple(x.shape[1:])} give {t}; initialise the params "
                 f"with model.init(key, {tuple(x.shape[1:])}).")
-        _check_noise(noise)
+        check_noise_keys("vit", noise, dropout=dropout, bottleneck=bottleneck)
         b = x.shape[0]
         patches = layers.conv(params["embedding"]["patch"], x, stride=patch_size,
                               padding="VALID", impl=conv_impl, name="vit.embedding")
@@ -265,14 +259,6 @@ def vit(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = No
         if bottleneck == "precode":
             z, penalty = vb.precode_apply(params["bottleneck"], z, noise["eps"], PRECODE_BETA)
         return layers.dense(params["dense"], z, name="vit.dense"), penalty
-
-    def _check_noise(noise):
-        expected = ({"dropout"} if dropout > 0 else set()) | ({"eps"} if bottleneck else set())
-        if set(noise) != expected:
-            raise ValueError(
-                f"vit: noise has keys {sorted(noise)}, this model (dropout={dropout}, "
-                f"bottleneck={bottleneck}) needs {sorted(expected)}; use "
-                f"model.sample_noise(key, input_shape, batch).")
 
     order = ["embedding", *(f"block{i}" for i in range(depth)), "norm"]
     if bottleneck == "cvb":

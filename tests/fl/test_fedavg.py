@@ -123,7 +123,7 @@ def test_clients_trained_a_few_at_a_time_give_the_vmapped_round():
     outs = []
     for client_batch in (None, 2):
         cfg = fedavg.FedAvgConfig(batch_size=16, client_batch=client_batch)
-        opt_state = jax.vmap(lambda _: cfg.optimizer().init(params))(jnp.arange(3))
+        opt_state = fedavg.client_opt_states(cfg, params, 3)
         round_fn = jax.jit(fedavg.make_round(model, stack, cfg, SHAPE, 32, 3))
         outs.append(round_fn(params, opt_state, data.x_train, data.y_train,
                              jax.random.key(1)))
