@@ -227,10 +227,12 @@ MAX_TILES = 4
 def default_victim_tile() -> int | None:
     """Victims per tile on the default backend: 32 on CPU, no tiling elsewhere.
 
-    Measured on 2 CPU cores (IG, CNN, 128 victims, 10-step chunks): 4 tiles of 32 ran
-    2,344 victim-iterations/s at 32x32x3 against 1,966 untiled (whose per-step working
-    set, ~150 MB, no longer fits the caches) and 2,983 against 2,650 at 28x28x1. On a
-    GPU the whole batch is one kernel launch per op, and tiling would only serialise it.
+    Measured on 2 CPU cores (CNN, 128 victims, ``benchmarks/attack_throughput.py
+    --impls=jgi-vmap,jgi-vmap-untiled``): 4 tiles of 32 ran IG at 2,360
+    victim-iterations/s at 32x32x3 against 1,993 untiled (whose per-step working set,
+    ~150 MB, no longer fits the caches), 3,107 against 2,713 at 28x28x1, and DIA/CDIA
+    5-16% faster. On a GPU the whole batch is one kernel launch per op, and tiling
+    would only serialise it.
     """
     return CPU_VICTIM_TILE if jax.default_backend() == "cpu" else None
 
@@ -242,8 +244,9 @@ def make_chunk(problem: Problem, stopping: StoppingRule, chunk_size: int, *,
     Each step is :func:`make_step` vmapped over the victims. With
     ``materialize_gradient`` (the default), the victims' gradients are computed into
     memory once per step on CPU before the update consumes them (see
-    :func:`_materialized_on_cpu`). Measured on 2 CPU cores: 3-9% faster for IG on the
-    CNN at 32x32x3 (none at 28x28x1), 13% for CDIA and ~20% for DIA; IG's steps are
+    :func:`_materialized_on_cpu`). Measured on 2 CPU cores (CNN, 128 victims,
+    ``--impls=jgi-vmap,jgi-vmap-plain``): IG 13% faster at 28x28x1 and 2% at 32x32x3,
+    DIA 15% and 13%, CDIA 15% and 10%; IG's steps are
     bitwise identical, and where an unsigned gradient drives the update (DIA's masks)
     the two differ only in the last bits, because XLA compiles the recomputed copies
     of the plain version in different fusions (tests/attacks/test_runner.py).
