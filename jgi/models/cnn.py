@@ -17,8 +17,14 @@ Choices where the paper is silent:
   function). There is no dropout before the classifier, which in the authors' CNN is a
   bare linear layer.
 - CVB sits after convolutional block 0 (kernel 5, beta 0.1, K = max(16 / 2, 8) = 8), as
-  the authors' CNNCVB configuration places it; PRECODE (K = 256, beta 1e-3) sits on the
-  flattened features just before the classifier.
+  the authors' CNNCVB configuration places it; PRECODE (K = 256, beta 1e-3) sits by
+  default on the flattened features just before the classifier (SPEC.md, PRECODE's own
+  paper). ``precode_block=i`` puts it after convolutional block ``i`` instead, on the
+  flattened feature map, decoded back to the map's shape (the authors' fully connected
+  bottleneck code handles a feature-map input this way). Scheliga et al. 2024b found
+  that PRECODE must sit early to resist their partial attack (PIG), and the ablation
+  paper parameterises PRECODE "as recommended in" that work without saying where it
+  sits; ``precode_block=0`` is that reading (README, issue 4 notes).
 
 Noise: ``{"dropout": {"conv0": mask, "conv1": mask, "conv2": mask}, "eps": eps}``, each
 with a leading batch axis; keys absent when the layer is absent.
@@ -41,7 +47,8 @@ PRECODE_K, PRECODE_BETA = 256, 1e-3
 
 def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_size: int = 5,
         stride: int = 2, padding: str = "SAME", conv_impl: str = "patches",
-        dropout: float = 0.0, bottleneck: str | None = None) -> Model:
+        dropout: float = 0.0, bottleneck: str | None = None,
+        precode_block: int | None = None) -> Model:
     """Builds the paper's CNN.
 
     Args:
@@ -53,6 +60,10 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
       conv_impl: "patches" (fast under vmap) or "lax"; both give the same function.
       dropout: dropout rate after every convolutional block (0 = none; paper 0.25).
       bottleneck: None, "precode" or "cvb".
+      precode_block: the convolutional block PRECODE follows (0 .. len(channels) - 1);
+        None (default) = the last, i.e. just before the classifier. Ignored (and not
+        recorded in ``options``) without ``bottleneck="precode"``, so one
+        ``--model-options=precode_block=0`` applies to every PRECODE row of a table.
 
     Returns:
       A :class:`~jgi.models.interface.Model` whose params are
@@ -64,6 +75,13 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
                   bottleneck=bottleneck, bottlenecks=vb.BOTTLENECKS, dropout=dropout)
     channels = tuple(channels)
     n_conv = len(channels)
+    if precode_block is not None and (isinstance(precode_block, bool) or not isinstance(
+            precode_block, int) or not 0 <= precode_block < n_conv):
+        raise ValueError(f"cnn: precode_block must be a block index in 0..{n_conv - 1}, "
+                         f"got {precode_block!r}.")
+    if bottleneck != "precode":
+        precode_block = None  # a table-wide placement: only PRECODE rows use it
+    pc_block = n_conv - 1 if precode_block is None else precode_block
 
     def block_shapes(input_shape):
         h, w, _ = input_shape
@@ -92,7 +110,8 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
         if bottleneck == "cvb":
             params["bottleneck"] = vb.cvb_init(keys[-1], channels[0], CVB_KERNEL)
         elif bottleneck == "precode":
-            params["bottleneck"] = vb.precode_init(keys[-1], h * w * c, PRECODE_K)
+            ph, pw, pc = block_shapes(input_shape)[pc_block]
+            params["bottleneck"] = vb.precode_init(keys[-1], ph * pw * pc, PRECODE_K)
         return params
 
     def sample_noise(key: jax.Array, input_shape, batch_size: int) -> dict:
@@ -129,20 +148,25 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
             if i == 0 and bottleneck == "cvb":
                 x, penalty = vb.cvb_apply(params["bottleneck"], x, noise["eps"], CVB_BETA,
                                           conv_impl=conv_impl)
+            if i == pc_block and bottleneck == "precode":
+                decoded, penalty = vb.precode_apply(params["bottleneck"],
+                                                    x.reshape(x.shape[0], -1), noise["eps"],
+                                                    PRECODE_BETA)
+                x = decoded.reshape(x.shape)
         x = x.reshape(x.shape[0], -1)
-        if bottleneck == "precode":
-            x, penalty = vb.precode_apply(params["bottleneck"], x, noise["eps"], PRECODE_BETA)
         return layers.dense(params["dense"], x, name="cnn.dense"), penalty
 
     order = [f"conv{i}" for i in range(n_conv)]
     if bottleneck == "cvb":
         order.insert(1, "bottleneck")
     elif bottleneck == "precode":
-        order.append("bottleneck")
+        order.insert(pc_block + 1, "bottleneck")
     order.append("dense")
     options = (("num_classes", num_classes), ("channels", channels),
                ("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
                ("conv_impl", conv_impl), ("dropout", dropout), ("bottleneck", bottleneck))
+    if precode_block is not None:
+        options += (("precode_block", precode_block),)
     return Model(name="cnn", init=init, forward=forward, sample_noise=sample_noise,
                  classifier="dense", layer_order=tuple(order), dropout=dropout,
                  bottleneck=bottleneck, options=options)

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jgi import models
+from jgi.attacks import mimic
 from jgi.defenses import bottleneck, dropout
+from jgi.models import layers
 
 
 def test_dropout_masks_are_explicit_inputs():
@@ -59,6 +61,37 @@ def test_bottleneck_shapes_and_placement():
     assert params["bottleneck"]["encoder"]["w"].shape == (1024, 512)  # Linear(in, 2K)
     assert params["bottleneck"]["decoder"]["w"].shape == (256, 1024)
     assert pre.layer_order[-2:] == ("bottleneck", "dense")
+
+
+def test_precode_after_block0_encodes_the_flattened_map_and_pig_keeps_conv0_and_encoder():
+    pre = models.get("cnn", bottleneck="precode", precode_block=0)
+    params = pre.init(jax.random.key(0), (28, 28, 1))
+    assert params["bottleneck"]["encoder"]["w"].shape == (14 * 14 * 16, 512)
+    assert params["bottleneck"]["decoder"]["w"].shape == (256, 14 * 14 * 16)
+    assert pre.layer_order == ("conv0", "bottleneck", "conv1", "conv2", "dense")
+    assert dict(pre.options)["precode_block"] == 0
+    x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
+    noise = pre.sample_noise(jax.random.key(2), (28, 28, 1), 2)
+    # by hand: conv0 -> PRECODE on the flattened map -> back to 14x14x16 -> conv1 ...
+    h = jax.nn.relu(layers.conv(params["conv0"], x, stride=2, padding="SAME"))
+    dec, pen = bottleneck.precode_apply(params["bottleneck"], h.reshape(2, -1), noise["eps"])
+    h = dec.reshape(h.shape)
+    for i in (1, 2):
+        h = jax.nn.relu(layers.conv(params[f"conv{i}"], h, stride=2, padding="SAME"))
+    want = layers.dense(params["dense"], h.reshape(2, -1))
+    got, got_pen = pre.forward(params, x, noise)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert float(got_pen) == pytest.approx(float(pen))
+    kept = {jax.tree_util.keystr(path) for (path, _), keep in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], mimic.excluded_leaves(pre, params),
+        strict=True) if keep}
+    assert kept == {"['conv0']['w']", "['conv0']['b']", "['bottleneck']['encoder']['w']",
+                    "['bottleneck']['encoder']['b']"}
+    # a table-wide option: models without PRECODE ignore it (and do not record it)
+    assert "precode_block" not in dict(models.get("cnn", bottleneck="cvb",
+                                                  precode_block=0).options)
+    with pytest.raises(ValueError, match="block index in 0..2"):
+        models.get("cnn", bottleneck="precode", precode_block=3)
 
 
 @settings(max_examples=50, deadline=None)
