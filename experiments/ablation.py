@@ -141,7 +141,8 @@ class _Victims:
     keys: dict
 
 
-def _victims(config: AblationConfig, dataset: data.Dataset) -> _Victims:
+def victim_set(config: AblationConfig, dataset: data.Dataset) -> _Victims:
+    """One seed's victims, their client's split and the run's keys (every stack's)."""
     key = jax.random.key(config.seed)
     keys = {name: jax.random.fold_in(key, i) for i, name in
             enumerate(("split", "victims", "model", "attack", "client", "encoding", "fedavg"))}
@@ -295,7 +296,7 @@ def run_rows(config: AblationConfig, workdir: str | os.PathLike,
             continue
         _print(f"[{n}/{len(jobs)}] {label}")
         if attack is not None:
-            rows.append(_attack_row(seeded, dataset, _victims(seeded, dataset), model, stack,
+            rows.append(_attack_row(seeded, dataset, victim_set(seeded, dataset), model, stack,
                                     attack, identity, rid, workdir))
         else:
             if normalized is None:
