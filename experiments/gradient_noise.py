@@ -17,9 +17,10 @@ import sys
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 
 from experiments import ablation
-from jgi import data, diagnostics, models
+from jgi import data, defenses, diagnostics, models
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--defenses", default="none", help="one stack, e.g. 'dp,cvb'")
     parser.add_argument("--victims", type=int, default=8)
     parser.add_argument("--draws", type=int, default=4)
+    parser.add_argument("--dp-sigma", type=float,
+                        default=defenses.stack.PAPER_DP.noise_multiplier)
+    parser.add_argument("--dp-clip", type=float, default=defenses.stack.PAPER_DP.clip_norm)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--data-source", default="auto", choices=data.SOURCES)
@@ -45,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = ablation.AblationConfig(
             model=args.model, model_options=ablation.parse_model_options(args.model_options),
             dataset=args.dataset, stacks=stacks, victims=args.victims, seed=args.seed,
+            dp=defenses.DPConfig(clip_norm=args.dp_clip, noise_multiplier=args.dp_sigma),
             data_dir=args.data_dir, data_source=args.data_source)
         stack = config.stack(stacks[0])
         model = models.get(config.model, **dict(config.model_options), **stack.model_options())
@@ -59,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{model.name} on {dataset.info.name}, defenses {stack.names or 'none'}, "
           f"{args.victims} images x {args.draws} draws of the client's randomness "
           f"(model options {dict(config.model_options) or 'default'})\n")
+    norms = report.update_norms
+    print(f"update norm over images and draws: median {float(np.median(norms)):.3g} "
+          f"(min {float(norms.min()):.3g}, max {float(norms.max()):.3g})\n")
     print(report.markdown())
     return 0
 

@@ -44,6 +44,7 @@ class UpdateNoise:
       cosine_all: the same for the whole update.
       cosine_pig: the same over the leaves PIG keeps, or None without a bottleneck.
       pig_kept: (leaves,) bool, the leaves PIG keeps (all True without a bottleneck).
+      update_norms: (draws, images) the norm of each update.
     """
 
     paths: tuple[str, ...]
@@ -52,6 +53,7 @@ class UpdateNoise:
     cosine_all: float
     cosine_pig: float | None
     pig_kept: np.ndarray
+    update_norms: np.ndarray
 
     def markdown(self) -> str:
         lines = ["| parameter | share of squared norm | cosine between draws | PIG keeps |",
@@ -122,4 +124,5 @@ def update_noise(model: Model, params: Params, x: jax.Array, y: jax.Array, key: 
     else:
         kept, cos_pig = np.ones(n, bool), None
     return UpdateNoise(paths=paths, share=share, cosine=cosine,
-                       cosine_all=mean_cos([True] * n), cosine_pig=cos_pig, pig_kept=kept)
+                       cosine_all=mean_cos([True] * n), cosine_pig=cos_pig, pig_kept=kept,
+                       update_norms=np.sqrt(sq.sum(axis=1)))
