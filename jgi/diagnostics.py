@@ -97,10 +97,12 @@ def update_noise(model: Model, params: Params, x: jax.Array, y: jax.Array, key: 
         raise ValueError(f"update_noise: expected x (V, H, W, C) and y (V,), got "
                          f"{tuple(x.shape)} and {tuple(y.shape)}.")
     shape = tuple(x.shape[1:])
-    updates = [client.victim_updates(
-        model, params, x, y,
-        client.sample_victim_randomness(k, model, params, stack, shape, x.shape[0]), stack)
-        for k in jax.random.split(key, draws)]
+    @jax.jit
+    def one_draw(k):
+        randomness = client.sample_victim_randomness(k, model, params, stack, shape, x.shape[0])
+        return client.victim_updates(model, params, x, y, randomness, stack)
+
+    updates = [one_draw(k) for k in jax.random.split(key, draws)]  # compiled once
     leaves = [jax.tree.leaves(u) for u in updates]  # draws x leaves x (V, ...)
     flat = [[leaf.reshape(leaf.shape[0], -1) for leaf in d] for d in leaves]
     sq = np.array([[np.asarray(jnp.sum(leaf ** 2, axis=1)) for leaf in d] for d in flat])

@@ -12,8 +12,8 @@ def _images(n=2, shape=(28, 28, 1)):
 
 def test_a_deterministic_update_has_cosine_one_everywhere():
     model = models.get("cnn")
-    params = model.init(jax.random.key(0), (28, 28, 1))
-    x, y = _images()
+    params = model.init(jax.random.key(0), (8, 8, 1))
+    x, y = _images(shape=(8, 8, 1))
     report = diagnostics.update_noise(model, params, x, y, jax.random.key(3), draws=2)
     np.testing.assert_allclose(report.cosine, 1.0, atol=1e-5)
     assert report.cosine_all == pytest.approx(1.0, abs=1e-5)
@@ -23,8 +23,8 @@ def test_a_deterministic_update_has_cosine_one_everywhere():
 
 def test_dp_noise_is_counted_as_randomness():
     model = models.get("cnn")
-    params = model.init(jax.random.key(0), (28, 28, 1))
-    x, y = _images()
+    params = model.init(jax.random.key(0), (8, 8, 1))
+    x, y = _images(shape=(8, 8, 1))
     loud = defenses.from_names(["dp"], dp=defenses.DPConfig(clip_norm=1.0,
                                                              noise_multiplier=10.0))
     report = diagnostics.update_noise(model, params, x, y, jax.random.key(3), loud, draws=2)
@@ -49,8 +49,8 @@ def test_precode_before_the_classifier_leaves_pigs_layers_nearly_deterministic()
 
 def test_bad_arguments_say_what_is_wrong():
     model = models.get("cnn")
-    params = model.init(jax.random.key(0), (28, 28, 1))
-    x, y = _images()
+    params = model.init(jax.random.key(0), (8, 8, 1))
+    x, y = _images(shape=(8, 8, 1))
     with pytest.raises(ValueError, match="draws must be >= 2"):
         diagnostics.update_noise(model, params, x, y, jax.random.key(0), draws=1)
     with pytest.raises(ValueError, match=r"expected x \(V, H, W, C\)"):
