@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jgi import defenses, fl, models
@@ -129,3 +130,16 @@ def test_clients_trained_a_few_at_a_time_give_the_vmapped_round():
                              jax.random.key(1)))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  outs[0], outs[1])
+
+
+def test_evaluation_compiles_once_per_model_and_matches_a_direct_computation():
+    model = models.get("cnn")
+    params = model.init(jax.random.key(0), (8, 8, 1))
+    x = jax.random.normal(jax.random.key(1), (7, 8, 8, 1))
+    y = jax.random.randint(jax.random.key(2), (7,), 0, 10)
+    assert fedavg._batch_metrics(model) is fedavg._batch_metrics(model)  # no per-round jit
+    loss, acc = fedavg.evaluate(model, params, x, y, batch_size=3)  # batches 3, 3, 1
+    logits = model.apply(params, x, {})
+    want_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert acc == pytest.approx(float(jnp.mean(jnp.argmax(logits, -1) == y)))
