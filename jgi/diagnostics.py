@@ -68,13 +68,6 @@ class UpdateNoise:
         return "\n".join(lines)
 
 
-def _cosine(a: list[jax.Array], b: list[jax.Array]) -> jax.Array:
-    dot = sum(jnp.vdot(u, v) for u, v in zip(a, b, strict=True))
-    na = jnp.sqrt(sum(jnp.vdot(u, u) for u in a))
-    nb = jnp.sqrt(sum(jnp.vdot(v, v) for v in b))
-    return dot / jnp.maximum(na * nb, 1e-30)
-
-
 def update_noise(model: Model, params: Params, x: jax.Array, y: jax.Array, key: jax.Array,
                  stack: DefenseStack = NO_DEFENSE, draws: int = 4) -> UpdateNoise:
     """Per-leaf norm shares and between-draw cosines of batch-size-1 client updates.
@@ -97,34 +90,37 @@ def update_noise(model: Model, params: Params, x: jax.Array, y: jax.Array, key: 
         raise ValueError(f"update_noise: expected x (V, H, W, C) and y (V,), got "
                          f"{tuple(x.shape)} and {tuple(y.shape)}.")
     shape = tuple(x.shape[1:])
+
     @jax.jit
     def one_draw(k):
         randomness = client.sample_victim_randomness(k, model, params, stack, shape, x.shape[0])
         return client.victim_updates(model, params, x, y, randomness, stack)
 
     updates = [one_draw(k) for k in jax.random.split(key, draws)]  # compiled once
-    leaves = [jax.tree.leaves(u) for u in updates]  # draws x leaves x (V, ...)
-    flat = [[leaf.reshape(leaf.shape[0], -1) for leaf in d] for d in leaves]
+    flat = [[leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(u)]
+            for u in updates]  # draws x leaves x (V, size)
     sq = np.array([[np.asarray(jnp.sum(leaf ** 2, axis=1)) for leaf in d] for d in flat])
     share = (sq / sq.sum(axis=1, keepdims=True)).mean(axis=(0, 2))  # (leaves,)
     pairs = list(itertools.combinations(range(draws), 2))
-    per_image = jax.vmap(_cosine)  # over the image axis
+    # per pair, leaf and image: <u_i, u_j>; every cosine below is a masked sum of these
+    dots = np.array([[np.asarray(jnp.sum(a * b, axis=1)) for a, b in
+                      zip(flat[i], flat[j], strict=True)] for i, j in pairs])
 
     def mean_cos(mask):
-        vals = [per_image([a for a, m in zip(flat[i], mask, strict=True) if m],
-                          [b for b, m in zip(flat[j], mask, strict=True) if m])
-                for i, j in pairs]
-        return float(jnp.mean(jnp.stack(vals)))
+        m = np.asarray(mask, bool)
+        cos = [dots[p][m].sum(0) / np.maximum(np.sqrt(sq[i][m].sum(0) * sq[j][m].sum(0)),
+                                              1e-30) for p, (i, j) in enumerate(pairs)]
+        return float(np.mean(cos))
 
     n = len(flat[0])
-    cosine = np.array([mean_cos([k == leaf for k in range(n)]) for leaf in range(n)])
+    cosine = np.array([mean_cos(np.arange(n) == leaf) for leaf in range(n)])
     paths = tuple(jax.tree_util.keystr(p) for p, _ in
                   jax.tree_util.tree_flatten_with_path(params)[0])
     if model.bottleneck is not None:
         kept = np.array(excluded_leaves(model, params))
-        cos_pig = mean_cos(list(kept))
+        cos_pig = mean_cos(kept)
     else:
         kept, cos_pig = np.ones(n, bool), None
     return UpdateNoise(paths=paths, share=share, cosine=cosine,
-                       cosine_all=mean_cos([True] * n), cosine_pig=cos_pig, pig_kept=kept,
+                       cosine_all=mean_cos(np.ones(n, bool)), cosine_pig=cos_pig, pig_kept=kept,
                        update_norms=np.sqrt(sq.sum(axis=1)))

@@ -245,15 +245,8 @@ def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
     return round_fn
 
 
-def _batch_metrics(model: Model):
-    try:
-        return _cached_batch_metrics(model)
-    except TypeError:  # a model with unhashable options: compile per evaluation
-        return _cached_batch_metrics.__wrapped__(model)
-
-
 @functools.lru_cache(maxsize=16)
-def _cached_batch_metrics(model: Model):
+def _batch_metrics(model: Model):
     """One compiled (summed loss, correct count) per model, reused by every evaluation.
 
     A fresh ``jax.jit`` per call recompiled the forward pass each round (about 1 s per

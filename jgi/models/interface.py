@@ -71,7 +71,6 @@ def no_noise(key: jax.Array, input_shape: tuple[int, ...], batch_size: int) -> d
     return {}
 
 
-
 def check_options(name: str, *, conv_impl: str, conv_impls: tuple[str, ...],
                   bottleneck: str | None, bottlenecks: tuple[str, ...],
                   dropout: float) -> None:
