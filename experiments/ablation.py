@@ -262,6 +262,11 @@ def run_rows(config: AblationConfig, workdir: str | os.PathLike,
             raise ValueError("--labels=idlg assumes one-hot labels; it cannot be combined "
                              f"with {stack.encoding.kind}, whose labels are mixed.")
 
+    with results.lock_workdir(workdir):
+        return _run_jobs(config, workdir, specs, write_outputs)
+
+
+def _run_jobs(config, workdir: Path, specs, write_outputs: bool) -> list[dict[str, Any]]:
     dataset = data.load(config.dataset, data_dir=config.data_dir, source=config.data_source,
                         verify=config.verify)
     _print(f"data:   {dataset.describe()}")
@@ -576,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print(f"config: {json.dumps(dataclasses.asdict(config), default=str)}")
     try:
         run(config, out)
-    except (data.DataError, ValueError) as e:
+    except (data.DataError, ValueError, results.FolderBusyError) as e:
         _print(f"error: {e}")
         return 2
     except KeyboardInterrupt:

@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(config, args.table, out, dp_sigma=args.dp_sigma,
             prune_rates=[float(p) for p in args.prune_rates.split(",")])
-    except ValueError as e:
+    except (ValueError, results.FolderBusyError) as e:
         print(f"error: {e}", flush=True)
         return 2
     except KeyboardInterrupt:

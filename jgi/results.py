@@ -4,16 +4,26 @@ A row is one finished (model, dataset, defense stack, attack, seed, settings) ru
 is written by replacing the whole file with a copy that has the new line appended
 (write to a temporary file, fsync, ``os.replace``), so an interruption at any moment
 leaves either the old or the new file, never a torn line.
+
+Appending rewrites the file, so two processes appending to one folder at once could
+each drop the other's row; :func:`lock_workdir` keeps a second run out of a folder
+that a live run is writing to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one run per folder is on the user
+    fcntl = None
 
 DEFENSE_ORDER = ("dropout", "dp", "prune", "precode", "cvb")
 
@@ -79,3 +89,49 @@ def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes a text file atomically (tables, summaries)."""
     _atomic_write(Path(path), text)
+
+
+LOCK_NAME = ".lock"
+
+
+class FolderBusyError(RuntimeError):
+    """Another live run holds the output folder (see :func:`lock_workdir`)."""
+
+
+@contextlib.contextmanager
+def lock_workdir(workdir: str | os.PathLike) -> Iterator[None]:
+    """Holds an exclusive advisory lock on ``workdir`` for the duration of a run.
+
+    Two runs writing one folder would train the same rows twice, race on their
+    checkpoints and, since an append rewrites ``results.jsonl``, could drop each other's
+    finished rows. The lock (``flock`` on ``<workdir>/.lock``) is released when the run
+    ends or its process dies, so a killed run never leaves a stale lock behind.
+
+    Raises:
+      FolderBusyError: another live process holds the folder (names its pid).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    path = workdir / LOCK_NAME
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise FolderBusyError(
+                f"Another run (pid {holder}) is writing to {workdir}. Two runs in one "
+                "folder would repeat the same rows and could overwrite each other's "
+                "results; wait for that run to finish or stop it (it can be resumed), or "
+                "pass a different output folder.") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

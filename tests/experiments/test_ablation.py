@@ -156,3 +156,14 @@ def test_model_options_reach_the_model_and_bad_ones_are_explained(capsys):
                                                                        ("channels", 8))
     assert ablation.main(["--model-options=padding", "--out=/nonexistent"]) == 2
     assert "key=value" in capsys.readouterr().out
+
+
+def test_a_folder_another_run_is_writing_to_is_refused(tmp_path, capsys):
+    pytest.importorskip("fcntl")
+    from jgi import results
+    out = tmp_path / "run"
+    with results.lock_workdir(out):
+        assert _run(out) == 2
+    printed = capsys.readouterr().out
+    assert "Another run (pid" in printed and "different output folder" in printed
+    assert not (out / "results.jsonl").exists()
