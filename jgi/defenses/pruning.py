@@ -24,15 +24,41 @@ def _check(fraction: float) -> None:
         raise ValueError(f"pruning fraction must be in [0, 1), got {fraction}.")
 
 
+_INT_OF_WIDTH = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
+
+
 def layer_mask(g: jax.Array, fraction: float) -> jax.Array:
-    """Keep-mask (same shape, float 0/1) that prunes ``floor(fraction * g.size)`` entries."""
+    """Keep-mask (same shape, float 0/1) that prunes ``floor(fraction * g.size)`` entries.
+
+    The result is that of a stable argsort of the magnitudes (prune the first ``k``),
+    found without sorting: non-negative floats order like their bit patterns read as
+    integers, so a bisection over the bit pattern (one count of ``bits <= mid`` per bit,
+    32 passes for float32) finds the ``k``-th smallest magnitude ``t``; everything below
+    ``t`` is pruned, and of the entries equal to ``t`` the first ones in flat order
+    until ``k`` are reached. Each pass is a vectorised compare-and-count, about ten
+    times faster than the sort on CPU for a PRECODE layer (10 clients x 0.5 M entries),
+    which matters because FedAvg prunes every client at every step.
+    """
     n = g.size
     k = int(fraction * n)
     if k == 0:
         return jnp.ones_like(g)
-    order = jnp.argsort(jnp.abs(g).reshape(-1), stable=True)
-    keep = jnp.ones((n,), g.dtype).at[order[:k]].set(0)
-    return keep.reshape(g.shape)
+    magnitude = jax.lax.stop_gradient(jnp.abs(g)).reshape(-1)
+    int_type = _INT_OF_WIDTH[magnitude.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(magnitude, int_type)
+
+    def bisect(_, bounds):  # invariant: count(bits <= lo) < k <= count(bits <= hi)
+        lo, hi = bounds
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2), no overflow
+        enough = jnp.sum(bits <= mid) >= k
+        return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
+
+    _, threshold = jax.lax.fori_loop(0, 8 * magnitude.dtype.itemsize, bisect,
+                                     (jnp.array(-1, int_type), jnp.max(bits)))
+    below = bits < threshold
+    at = bits == threshold
+    pruned = below | (at & (jnp.cumsum(at) <= k - jnp.sum(below)))
+    return jnp.where(pruned, 0, 1).astype(g.dtype).reshape(g.shape)
 
 
 def pruning_mask(update: Any, fraction: float) -> Any:

@@ -40,3 +40,21 @@ def test_observed_mask_reveals_the_clients_mask_and_transform_matches():
     jax.tree.map(np.testing.assert_array_equal, out, pruned)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         pruning.prune_by_magnitude(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.sampled_from([0.0, -0.0, 1e-30, 0.5, -0.5, 1.0, -2.0, 3.0,
+                                        float("inf")]), min_size=1, max_size=60),
+       fraction=st.sampled_from([0.1, 0.5, 0.9, 0.99]))
+def test_mask_equals_a_stable_sort_of_the_magnitudes_ties_included(values, fraction):
+    g = np.asarray(values, np.float32)
+    k = int(fraction * g.size)
+    expected = np.ones(g.size, np.float32)
+    expected[np.argsort(np.abs(g), kind="stable")[:k]] = 0
+    np.testing.assert_array_equal(pruning.layer_mask(jnp.asarray(g), fraction), expected)
+
+
+def test_gradients_flow_through_kept_entries_only():
+    g = jnp.array([0.1, -3.0, 0.2, 4.0])
+    grad = jax.grad(lambda u: jnp.sum(pruning.prune({"g": u}, 0.5)["g"]))(g)
+    np.testing.assert_array_equal(grad, [0.0, 1.0, 0.0, 1.0])
