@@ -586,7 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         _print(f"\ninterrupted. Finished rows are in {out / 'results.jsonl'}; the running "
-               f"attack is checkpointed about every minute under {out / 'checkpoints'}. "
+               f"attack (or FedAvg run, at round ends) is checkpointed about every minute under "
+               f"{out / 'checkpoints'}. "
                f"Rerun the same command to resume.")
         return 130
     return 0
