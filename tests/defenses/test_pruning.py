@@ -10,7 +10,7 @@ from jgi.defenses import pruning
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.5, 0.9, 0.95, 0.99, 0.3]),
-       n=st.integers(1, 500))
+       n=st.sampled_from([1, 2, 7, 64, 333, 500]))
 def test_pruned_fraction_per_layer_is_exactly_p(seed, fraction, n):
     k1, k2 = jax.random.split(jax.random.key(seed))
     update = {"w": jax.random.normal(k1, (n, 3)), "b": jax.random.normal(k2, (n,))}
@@ -44,7 +44,7 @@ def test_observed_mask_reveals_the_clients_mask_and_transform_matches():
 
 @settings(max_examples=40, deadline=None)
 @given(values=st.lists(st.sampled_from([0.0, -0.0, 1e-30, 0.5, -0.5, 1.0, -2.0, 3.0,
-                                        float("inf")]), min_size=1, max_size=60),
+                                        float("inf")]), min_size=24, max_size=24),
        fraction=st.sampled_from([0.1, 0.5, 0.9, 0.99]))
 def test_mask_equals_a_stable_sort_of_the_magnitudes_ties_included(values, fraction):
     g = np.asarray(values, np.float32)
