@@ -3,6 +3,7 @@ import json
 import pytest
 
 from experiments import ablation
+from jgi import results
 
 REQUIRED = ("model", "dataset", "defenses", "attack", "n_victims", "ssim_mean", "ssim_std",
             "psnr_mean", "mse_mean", "asr", "per_victim_ssim", "iterations", "wall_seconds",
@@ -160,7 +161,6 @@ def test_model_options_reach_the_model_and_bad_ones_are_explained(capsys):
 
 def test_a_folder_another_run_is_writing_to_is_refused(tmp_path, capsys):
     pytest.importorskip("fcntl")
-    from jgi import results
     out = tmp_path / "run"
     with results.lock_workdir(out):
         assert _run(out) == 2
