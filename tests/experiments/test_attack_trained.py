@@ -22,11 +22,11 @@ def test_training_steps_lower_the_loss_under_the_stack():
 
 
 def test_cli_prints_one_row_per_steps_and_stack(capsys):
-    rc = attack_trained.main(["--data-source=embedded", "--steps=1", "--defenses=dp",
+    rc = attack_trained.main(["--data-source=embedded", "--steps=0", "--defenses=dp",
                               "--victims=1", "--max-iters=5", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
-    rows = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    rows = [line for line in out.splitlines() if line.startswith("| 0 |")]
     assert len(rows) == 1 and "| dp |" in rows[0]
 
 
