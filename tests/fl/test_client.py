@@ -75,3 +75,37 @@ def test_dp_without_noise_is_refused():
     model, params, x, y = _setup(n=1)
     with pytest.raises(ValueError, match="randomness.dp is None"):
         fl.client_update(model, params, x, y, fl.ClientRandomness(), defenses.from_names("dp"))
+
+
+def test_batched_dp_clips_like_privatize_and_differentiates_through_the_clipping():
+    from jgi import defenses
+    from jgi.defenses import dp
+    stack = defenses.from_names("dp,cvb",
+                                dp=defenses.DPConfig(clip_norm=1.0, noise_multiplier=1e-2))
+    model = models.get("cnn", **stack.model_options())
+    params = model.init(jax.random.key(0), (28, 28, 1))
+    x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
+    y = jnp.array([1, 2, 3])
+    r = fl.sample_randomness(jax.random.key(2), model, params, stack, (28, 28, 1), 3)
+    norms = dp.global_norms(fl.per_example_gradients(model, params, x, y, r.model))
+    assert float(jnp.min(norms)) > 1.0  # every example is clipped
+
+    def by_privatize(xs):
+        return dp.privatize(fl.per_example_gradients(model, params, xs, y, r.model),
+                            stack.dp, r.dp)
+
+    def by_client(xs):
+        return fl.client_update(model, params, xs, y, r, stack)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 jax.jit(by_client)(x), jax.jit(by_privatize)(x))
+    # An attacker's gradient with respect to the input sees the clipping factors too.
+    probe = jax.tree.map(lambda a: jax.random.normal(jax.random.key(4), a.shape), params)
+
+    def scalar(f):
+        return jax.jit(jax.grad(lambda xs: sum(
+            jnp.vdot(u, v)
+            for u, v in zip(jax.tree.leaves(f(xs)), jax.tree.leaves(probe), strict=True))))
+
+    np.testing.assert_allclose(scalar(by_client)(x), scalar(by_privatize)(x),
+                               rtol=1e-4, atol=1e-6)
