@@ -580,7 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out or f"runs/{config.model}_{config.dataset}_{config.preset}")
     _print(f"config: {json.dumps(dataclasses.asdict(config), default=str)}")
     try:
-        run(config, out)
+        with results.sigterm_as_interrupt():
+            run(config, out)
     except (data.DataError, ValueError, results.FolderBusyError) as e:
         _print(f"error: {e}")
         return 2

@@ -156,8 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress)
     out = Path(args.out or f"runs/targeted_{args.dataset}_{args.preset}")
     try:
-        run(config, args.table, out, dp_sigma=args.dp_sigma,
-            prune_rates=[float(p) for p in args.prune_rates.split(",")])
+        with results.sigterm_as_interrupt():
+            run(config, args.table, out, dp_sigma=args.dp_sigma,
+                prune_rates=[float(p) for p in args.prune_rates.split(",")])
     except (ValueError, results.FolderBusyError) as e:
         print(f"error: {e}", flush=True)
         return 2

@@ -135,3 +135,29 @@ def lock_workdir(workdir: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, ``kill`` (SIGTERM) raises KeyboardInterrupt like Ctrl-C does.
+
+    So a killed run takes the same exit as an interrupted one: its finished rows are
+    already on disk, and the command's interrupt handler says how to resume. The previous
+    handler comes back on exit. Only in the main thread (elsewhere a no-op).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        del signum, frame
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -24,3 +24,16 @@ def test_the_lock_is_released_when_the_run_fails(tmp_path):
             raise KeyError("boom")
     with results.lock_workdir(tmp_path):
         pass
+
+
+def test_sigterm_raises_keyboard_interrupt_inside_the_block_only():
+    import signal
+    import time
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with results.sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs at the next bytecode boundary
+                time.sleep(0.01)
+    assert signal.getsignal(signal.SIGTERM) is before
