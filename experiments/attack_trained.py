@@ -16,6 +16,7 @@ victims' batch-size-1 updates on the trained parameters are attacked. One line p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ import optax
 from experiments import ablation
 from jgi import data, defenses, fl, metrics, models
 from jgi.attacks import ATTACKS, ig, mimic
+from jgi.defenses import dp as dp_lib
 
 BATCH = 64
 
@@ -53,12 +55,6 @@ def train(model: models.Model, params, stack: defenses.DefenseStack, x: jax.Arra
     return carry[0]
 
 
-def _norms(tree) -> np.ndarray:
-    """Per-victim L2 norm over all leaves (leading victim axis)."""
-    return np.sqrt(sum(np.sum(np.asarray(a, np.float64) ** 2, axis=tuple(range(1, a.ndim)))
-                       for a in jax.tree.leaves(tree)))
-
-
 def run_one(config: ablation.AblationConfig, dataset: data.Dataset, names, steps: int,
             attack: str) -> dict:
     """Trains ``steps`` steps under the stack, attacks the victims, returns the figures."""
@@ -74,8 +70,7 @@ def run_one(config: ablation.AblationConfig, dataset: data.Dataset, names, steps
                                              info.image_shape, config.victims)
     updates = jax.jit(lambda p, r: fl.victim_updates(model, p, victims.x, victims.y, r,
                                                      stack))(params, randomness)
-    without_dp = defenses.from_names([n for n in stack.names if n != "dp"],
-                                     dropout=config.dropout_rate, prune=config.prune_rate)
+    without_dp = dataclasses.replace(stack, dp=None)
     clean = jax.jit(lambda p, r: fl.victim_updates(model, p, victims.x, victims.y, r.model,
                                                    without_dp))(params, randomness)
     dp_change = jax.tree.map(lambda a, b: a - b, updates, clean)
@@ -87,8 +82,8 @@ def run_one(config: ablation.AblationConfig, dataset: data.Dataset, names, steps
     recon = np.clip(data.denormalize(result.best["x"], info), 0.0, 1.0)
     summary = metrics.summarize(victims.originals, recon)
     return {"steps": steps, "stack": "+".join(stack.names) or "none",
-            "update_norm": float(np.median(_norms(clean))),
-            "dp_change_norm": float(np.median(_norms(dp_change))),
+            "update_norm": float(np.median(dp_lib.global_norms(clean))),
+            "dp_change_norm": float(np.median(dp_lib.global_norms(dp_change))),
             "ssim": summary["ssim_mean"], "asr": summary["asr"],
             "iterations": float(np.mean(result.iterations)),
             "seconds": result.wall_seconds}

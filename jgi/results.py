@@ -16,7 +16,9 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -145,9 +147,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
     already on disk, and the command's interrupt handler says how to resume. The previous
     handler comes back on exit. Only in the main thread (elsewhere a no-op).
     """
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

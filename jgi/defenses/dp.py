@@ -55,13 +55,17 @@ def global_norms(per_example: Any) -> jax.Array:
     return jnp.sqrt(sum(squares))
 
 
+def clip_factors(norms: jax.Array, clip_norm: float) -> jax.Array:
+    """Each example's clipping factor ``min(1, tau / norm)``; a zero norm gives 1."""
+    return jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12))
+
+
 def clip_per_example(per_example: Any, clip_norm: float) -> Any:
     """Scales each example's gradient to L2 norm at most ``clip_norm``.
 
     Factor ``min(1, tau / norm)`` (Abadi et al.); a zero gradient stays zero.
     """
-    norms = global_norms(per_example)
-    factor = jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12))
+    factor = clip_factors(global_norms(per_example), clip_norm)
     return jax.tree.map(lambda g: g * factor.reshape((-1,) + (1,) * (g.ndim - 1)), per_example)
 
 

@@ -66,15 +66,17 @@ def sample_randomness(key: jax.Array, model: Model, params: Params, stack: Defen
     return ClientRandomness(model=noise, dp=xi)
 
 
+def _example_loss(model: Model, params: Params, xi: jax.Array, yi: jax.Array,
+                  ni: Noise) -> jax.Array:
+    """One example's loss (its own randomness), as a batch of one."""
+    return client_loss(model, params, xi[None], yi[None], jax.tree.map(lambda a: a[None], ni))
+
+
 def per_example_gradients(model: Model, params: Params, x: jax.Array, y: jax.Array,
                           noise: Noise) -> Params:
     """Gradients of each example's loss: ``vmap`` of ``grad``, leading batch axis."""
-    def one(xi, yi, ni):
-        add_batch = lambda a: a[None]  # noqa: E731
-        return jax.grad(lambda p: client_loss(model, p, xi[None], yi[None],
-                                              jax.tree.map(add_batch, ni)))(params)
-
-    return jax.vmap(one)(x, y, noise)
+    return jax.vmap(lambda xi, yi, ni: jax.grad(_example_loss, argnums=1)(
+        model, params, xi, yi, ni))(x, y, noise)
 
 
 def clipped_gradient_sum(model: Model, params: Params, x: jax.Array, y: jax.Array,
@@ -91,13 +93,11 @@ def clipped_gradient_sum(model: Model, params: Params, x: jax.Array, y: jax.Arra
     summed.
     """
     norms = dp_lib.global_norms(per_example_gradients(model, params, x, y, noise))
-    factor = jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-12))
+    factor = dp_lib.clip_factors(norms, clip_norm)
 
     def weighted_loss(p):
-        def one(xi, yi, ni):
-            return client_loss(model, p, xi[None], yi[None],
-                               jax.tree.map(lambda a: a[None], ni))
-        return jnp.sum(factor * jax.vmap(one)(x, y, noise))
+        losses = jax.vmap(lambda xi, yi, ni: _example_loss(model, p, xi, yi, ni))(x, y, noise)
+        return jnp.sum(factor * losses)
 
     return jax.grad(weighted_loss)(params)
 
