@@ -345,7 +345,9 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
             trained_rounds += 1
             val_losses = [evaluate(model, params, data.x_val[c], data.y_val[c],
                                    config.eval_batch_size)[0] for c in range(num_clients)]
-            val_loss = float(np.mean(val_losses))
+            # Rounded to float32 as stored in the state, so an unchanged loss compares
+            # equal to the best one whichever way float64 -> float32 rounding goes.
+            val_loss = float(np.float32(np.mean(val_losses)))
             _, accuracy = evaluate(model, params, x_test, y_test, config.eval_batch_size)
             improved = val_loss < float(state.best_val_loss)
             state = FedAvgState(
