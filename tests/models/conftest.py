@@ -8,22 +8,8 @@ from jgi import defenses, fl, models
 from jgi.attacks import ATTACKS, ig, mimic, runner
 
 
-@pytest.fixture(scope="module")
-def quick_compile():
-    """XLA without most optimisations, for tests that compile a program to run it once.
-
-    Compiling the second-order attack step dominates these tests on a busy CPU; the
-    flag (``jax_disable_most_optimizations``) about halves the compile time and changes
-    nothing but speed.
-    """
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
-
-
 @pytest.fixture
-def cdia_step(quick_compile):
+def cdia_step():
     """``(name, spec, input_shape, **options) -> (model, params, state, new_state)``.
 
     Builds the stack from ``spec``, the model with ``models.get(name,

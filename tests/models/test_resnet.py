@@ -16,8 +16,6 @@ CIFAR, MNIST = (32, 32, 3), (28, 28, 1)
 # "lax" compiles faster; that "patches" is the same function is tested below.
 SMALL = {"widths": (8, 16), "blocks": (1, 1), "conv_impl": "lax"}
 
-pytestmark = pytest.mark.usefixtures("quick_compile")
-
 
 def _count(tree):
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
@@ -28,7 +26,7 @@ def _abstract_params(model, shape):
 
 
 @pytest.fixture(scope="module")
-def full(quick_compile):
+def full():
     """The full ResNet-18 with dropout and CVB, its params on CIFAR shapes, a batch of 2."""
     model = models.get("resnet18", dropout=0.25, bottleneck="cvb")
     params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), CIFAR)

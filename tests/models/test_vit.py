@@ -18,8 +18,6 @@ CIFAR, MNIST = (32, 32, 3), (28, 28, 1)
 # per defense stack (the CVB still sits after block 0, with a block after it).
 SMALL = {"depth": 2, "width": 16, "heads": 2, "mlp_width": 16, "conv_impl": "lax"}
 
-pytestmark = pytest.mark.usefixtures("quick_compile")
-
 
 def _count(tree):
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
@@ -30,7 +28,7 @@ def _abstract_params(model, shape):
 
 
 @pytest.fixture(scope="module")
-def full(quick_compile):
+def full():
     """The full ViT with dropout and CVB, its params on CIFAR shapes, a batch of 2."""
     model = models.get("vit", dropout=0.25, bottleneck="cvb")
     params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), CIFAR)
