@@ -78,11 +78,16 @@ def sample_noise(key: jax.Array, like: Any, config: DPConfig) -> Any:
     return jax.tree.unflatten(treedef, noise)
 
 
+def noisy_mean(clipped_sum: Any, noise: Any, batch: int) -> Any:
+    """DP-SGD's last step: ``(sum of clipped gradients + noise) / batch size``."""
+    return jax.tree.map(lambda g, xi: (g + xi) / batch, clipped_sum, noise)
+
+
 def privatize(per_example: Any, config: DPConfig, noise: Any) -> Any:
     """DP-SGD aggregation: clip each example, sum, add ``noise``, divide by batch size."""
     clipped = clip_per_example(per_example, config.clip_norm)
     batch = jax.tree.leaves(per_example)[0].shape[0]
-    return jax.tree.map(lambda g, xi: (jnp.sum(g, axis=0) + xi) / batch, clipped, noise)
+    return noisy_mean(jax.tree.map(lambda g: jnp.sum(g, axis=0), clipped), noise, batch)
 
 
 class DPState(NamedTuple):

@@ -134,8 +134,7 @@ def client_update(model: Model, params: Params, x: jax.Array, y: jax.Array,
         else:
             clipped = clipped_gradient_sum(model, params, x, y, randomness.model,
                                            stack.dp.clip_norm)
-            update = jax.tree.map(lambda g, xi: (g + xi) / x.shape[0], clipped,
-                                  randomness.dp)
+            update = dp_lib.noisy_mean(clipped, randomness.dp, x.shape[0])
     if stack.prune > 0:
         update = pruning.prune(update, stack.prune)
     return update

@@ -45,16 +45,22 @@ def test_jit_equals_no_jit():
                  eager, jitted)
 
 
-def test_defended_update_is_prune_of_dp_of_grad_with_explicit_randomness():
+def _dp_client(names, clip_norm):
+    """A stack with DP (sigma 1e-2) on the MNIST CNN, three random examples, their randomness."""
     from jgi import defenses
-    from jgi.defenses import dp, pruning
-    stack = defenses.from_names("dropout,dp,prune,cvb",
-                                dp=defenses.DPConfig(clip_norm=0.5, noise_multiplier=1e-2))
+    stack = defenses.from_names(
+        names, dp=defenses.DPConfig(clip_norm=clip_norm, noise_multiplier=1e-2))
     model = models.get("cnn", **stack.model_options())
     params = model.init(jax.random.key(0), (28, 28, 1))
     x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
     y = jnp.array([1, 2, 3])
     r = fl.sample_randomness(jax.random.key(2), model, params, stack, (28, 28, 1), 3)
+    return stack, model, params, x, y, r
+
+
+def test_defended_update_is_prune_of_dp_of_grad_with_explicit_randomness():
+    from jgi.defenses import dp, pruning
+    stack, model, params, x, y, r = _dp_client("dropout,dp,prune,cvb", clip_norm=0.5)
     update = jax.jit(lambda p, r: fl.client_update(model, p, x, y, r, stack))
     out = update(params, r)
     jax.tree.map(np.testing.assert_array_equal, out, update(params, r))  # deterministic
@@ -78,15 +84,8 @@ def test_dp_without_noise_is_refused():
 
 
 def test_batched_dp_clips_like_privatize_and_differentiates_through_the_clipping():
-    from jgi import defenses
     from jgi.defenses import dp
-    stack = defenses.from_names("dp,cvb",
-                                dp=defenses.DPConfig(clip_norm=1.0, noise_multiplier=1e-2))
-    model = models.get("cnn", **stack.model_options())
-    params = model.init(jax.random.key(0), (28, 28, 1))
-    x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
-    y = jnp.array([1, 2, 3])
-    r = fl.sample_randomness(jax.random.key(2), model, params, stack, (28, 28, 1), 3)
+    stack, model, params, x, y, r = _dp_client("dp,cvb", clip_norm=1.0)
     norms = dp.global_norms(fl.per_example_gradients(model, params, x, y, r.model))
     assert float(jnp.min(norms)) > 1.0  # every example is clipped
 
