@@ -327,6 +327,18 @@ def torch_check(setup: Setup) -> dict[str, float]:
 # ---------------------------------------------------------------------------- main
 
 
+def counted_clients(n_clients: int, client_batch: int | None) -> int:
+    """Clients whose local step XLA's cost analysis of a FedAvg round counts.
+
+    All clients in one vmap: all of them. ``lax.map(..., batch_size=client_batch)``: a
+    scan over groups of ``client_batch`` (its body counted once) plus one vmapped group
+    of the ``n_clients % client_batch`` left over.
+    """
+    if client_batch is None or client_batch >= n_clients:
+        return n_clients
+    return client_batch + n_clients % client_batch
+
+
 def run_fedavg(model_name, shape_name, stack_name, args, peak):
     """Samples per second of one FedAvg round (all clients vmapped), median of repeats."""
     shape = SHAPES[shape_name]
@@ -345,8 +357,9 @@ def run_fedavg(model_name, shape_name, stack_name, args, peak):
     compile_s = time.perf_counter() - t
     samples = n_clients * args.fl_batches * config.batch_size
     # XLA's cost analysis counts a scan body once: the round's count is one local step
-    # of every client, i.e. n_clients x batch_size training examples.
-    flops = _xla_flops(compiled) / (n_clients * config.batch_size)
+    # of the clients in one vmapped group, i.e. that many x batch_size training examples.
+    flops = _xla_flops(compiled) / (counted_clients(n_clients, config.client_batch)
+                                    * config.batch_size)
     jax.block_until_ready(compiled(params, opt_state, x, y, key))  # warm-up
     times = []
     for _ in range(args.repeats):

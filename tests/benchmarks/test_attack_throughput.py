@@ -33,3 +33,18 @@ def test_unknown_names_are_refused_with_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         attack_throughput.main(["--shapes=64x64x3"])
     assert "valid: 28x28x1, 32x32x3" in capsys.readouterr().err
+
+
+def test_fedavg_flops_per_sample_do_not_depend_on_client_batch():
+    # XLA counts a scan body once: with clients trained a group at a time the round's
+    # FLOPs cover one group, and the per-sample figure must be divided accordingly.
+    from types import SimpleNamespace
+    flops = {}
+    for client_batch in (None, 1, 2):
+        args = SimpleNamespace(fl_client_batch=client_batch, fl_clients=3, fl_batches=1,
+                               repeats=1, pause=0)
+        rec = attack_throughput.run_fedavg("cnn", "28x28x1", "none", args, peak=1e10)
+        flops[client_batch] = rec["flops_per_sample"]
+    assert flops[None] > 1e6
+    for client_batch in (1, 2):
+        assert flops[client_batch] == pytest.approx(flops[None], rel=0.05), flops
