@@ -340,7 +340,8 @@ def counted_clients(n_clients: int, client_batch: int | None) -> int:
 
 
 def run_fedavg(model_name, shape_name, stack_name, args, peak):
-    """Samples per second of one FedAvg round (all clients vmapped), median of repeats."""
+    """Samples per second of one FedAvg round (clients vmapped, ``--fl-client-batch`` at a
+    time when set), median of repeats."""
     shape = SHAPES[shape_name]
     stack = defenses.from_names(stack_name)
     model = models.get(model_name, **stack.model_options())

@@ -40,4 +40,3 @@ def mnist_sample():
 @pytest.fixture(scope="session")
 def cifar_sample():
     return data.load("cifar10", source="embedded")
-

@@ -3,6 +3,7 @@
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -38,7 +39,6 @@ def test_unknown_names_are_refused_with_the_valid_ones(capsys):
 def test_fedavg_flops_per_sample_do_not_depend_on_client_batch():
     # XLA counts a scan body once: with clients trained a group at a time the round's
     # FLOPs cover one group, and the per-sample figure must be divided accordingly.
-    from types import SimpleNamespace
     flops = {}
     for client_batch in (None, 1, 2):
         args = SimpleNamespace(fl_client_batch=client_batch, fl_clients=3, fl_batches=1,
