@@ -414,6 +414,9 @@ def _write_outputs(workdir: Path, rows: list[dict[str, Any]]) -> None:
             with np.load(npz) as d:
                 loaded.append((row, d["originals"], d["reconstructions"], d["ssim"]))
     png = workdir / "reconstructions.png"
+    written = [workdir / "results.jsonl", workdir / "table.md", workdir / "table.csv"]
+    if loaded:  # a utility-only command leaves an earlier run's figure as it was
+        written.append(png)
     if len(loaded) == 1:
         row, originals, recon, ssim = loaded[0]
         title = (f"{row['attack'].upper()} on {row['model']} / {row['dataset']}, defenses: "
@@ -428,7 +431,7 @@ def _write_outputs(workdir: Path, rows: list[dict[str, Any]]) -> None:
                                  f"{first['dataset']}: one column per defense stack")
     _print("")
     _print(tables.markdown_table(rows))
-    _print(f"wrote {workdir / 'results.jsonl'}, {workdir / 'table.md'}, {png}")
+    _print(f"wrote {', '.join(str(p) for p in written)}")
 
 
 def parse_stacks(spec: str) -> tuple[tuple[str, ...], ...]:

@@ -125,6 +125,14 @@ def test_utility_rows_fill_the_accuracy_column(tmp_path):
     assert f"{100 * utility[0]['accuracy']:.2f} (1 seed)" in table
 
 
+def test_a_utility_only_run_does_not_claim_a_figure_it_did_not_draw(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--no-privacy", "--rounds=1", utility=True) == 0
+    said = capsys.readouterr().out
+    assert "table.md" in said and "reconstructions.png" not in said
+    assert not (out / "reconstructions.png").exists()
+
+
 def test_a_resumed_run_produces_exactly_the_rows_of_an_uninterrupted_one(tmp_path, monkeypatch):
     args = ("--defenses=none;prune", "--seeds=1")
     assert _run(tmp_path / "straight", *args) == 0
