@@ -78,6 +78,32 @@ def sample_noise(key: jax.Array, like: Any, config: DPConfig) -> Any:
     return jax.tree.unflatten(treedef, noise)
 
 
+class PerExample(NamedTuple):
+    """Gradients with a leading example axis, as ``jax.vmap(jax.grad(loss))`` gives them."""
+
+    grads: Any
+
+
+class ClippedSum(NamedTuple):
+    """``sum_i min(1, tau / |g_i|) g_i`` over a batch of ``count`` examples.
+
+    What :func:`clip_and_sum` makes of :class:`PerExample` gradients; a caller that
+    computes the clipped sum another way (``jgi.fl.client.clipped_gradient_sum``, one
+    gradient of a factor-weighted loss, never materialising the per-example copies)
+    hands it to the chain in this form and the clipping stage passes it on.
+    """
+
+    grads: Any
+    count: int
+
+
+def clip_and_sum(per_example: Any, clip_norm: float) -> ClippedSum:
+    """Clips each example's gradient to L2 norm ``clip_norm`` and sums over examples."""
+    clipped = clip_per_example(per_example, clip_norm)
+    count = jax.tree.leaves(per_example)[0].shape[0]
+    return ClippedSum(jax.tree.map(lambda g: jnp.sum(g, axis=0), clipped), count)
+
+
 def noisy_mean(clipped_sum: Any, noise: Any, batch: int) -> Any:
     """DP-SGD's last step: ``(sum of clipped gradients + noise) / batch size``."""
     return jax.tree.map(lambda g, xi: (g + xi) / batch, clipped_sum, noise)
@@ -85,21 +111,45 @@ def noisy_mean(clipped_sum: Any, noise: Any, batch: int) -> Any:
 
 def privatize(per_example: Any, config: DPConfig, noise: Any) -> Any:
     """DP-SGD aggregation: clip each example, sum, add ``noise``, divide by batch size."""
-    clipped = clip_per_example(per_example, config.clip_norm)
-    batch = jax.tree.leaves(per_example)[0].shape[0]
-    return noisy_mean(jax.tree.map(lambda g: jnp.sum(g, axis=0), clipped), noise, batch)
+    clipped = clip_and_sum(per_example, config.clip_norm)
+    return noisy_mean(clipped.grads, noise, clipped.count)
 
 
 class DPState(NamedTuple):
     """DP-SGD keeps no state (the key is an argument, never state)."""
 
 
-def dp_sgd(config: DPConfig) -> optax.GradientTransformationExtraArgs:
-    """DP-SGD aggregation as an optax transformation on per-example gradients.
+def clip_per_example_grads(clip_norm: float) -> optax.GradientTransformation:
+    """Per-example clipping as an optax stage: :class:`PerExample` -> :class:`ClippedSum`.
 
-    ``update(per_example_grads, state, params=None, *, key=None, noise=None)`` returns
-    the privatised mean gradient (no example axis). Exactly one of ``key`` (sample the
-    noise) or ``noise`` (use it as given) must be passed.
+    A :class:`ClippedSum` (already clipped by a fused implementation) passes unchanged.
+    Anything else is refused: clipping needs each example's own gradient.
+    """
+
+    def init(params):
+        del params
+        return DPState()
+
+    def update(updates, state, params=None):
+        del params
+        if isinstance(updates, ClippedSum):
+            return updates, state
+        if not isinstance(updates, PerExample):
+            raise ValueError(
+                "DP-SGD clips each example's gradient: pass dp.PerExample(grads) (a leading "
+                "example axis, e.g. jax.vmap(jax.grad(loss))) or an already clipped "
+                f"dp.ClippedSum, not a plain {type(updates).__name__} of averaged gradients.")
+        return clip_and_sum(updates.grads, clip_norm), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def add_noise_and_average(config: DPConfig) -> optax.GradientTransformationExtraArgs:
+    """DP-SGD's noise as an optax stage: :class:`ClippedSum` -> (sum + Xi) / batch size.
+
+    ``update(clipped_sum, state, params=None, *, key=None, noise=None)``: exactly one of
+    ``key`` (sample Xi ~ N(0, (sigma tau)^2)) or ``noise`` (use it as given: the client's
+    own noise, or an attacker's estimate) must be passed.
     """
 
     def init(params):
@@ -108,15 +158,27 @@ def dp_sgd(config: DPConfig) -> optax.GradientTransformationExtraArgs:
 
     def update(updates, state, params=None, *, key=None, noise=None, **extra):
         del params, extra
+        if not isinstance(updates, ClippedSum):
+            raise ValueError("add_noise_and_average needs the clipped sum of a batch "
+                             f"(dp.ClippedSum), got {type(updates).__name__}; put "
+                             "clip_per_example_grads before it.")
         if (key is None) == (noise is None):
-            raise ValueError("dp_sgd.update needs exactly one of key= (sample the noise) or "
-                             "noise= (supply it).")
+            raise ValueError("DP-SGD's noise stage needs exactly one of key= (sample the "
+                             "noise) or noise= (supply it).")
         if noise is None:
-            one = jax.tree.map(lambda g: g[0], updates)
-            noise = sample_noise(key, one, config)
-        return privatize(updates, config, noise), state
+            noise = sample_noise(key, updates.grads, config)
+        return noisy_mean(updates.grads, noise, updates.count), state
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def dp_sgd(config: DPConfig) -> optax.GradientTransformationExtraArgs:
+    """DP-SGD aggregation as one optax chain: clip each example, sum, add noise, average.
+
+    ``update(dp.PerExample(per_example_grads), state, params=None, *, key=None,
+    noise=None)`` returns the privatised mean gradient (no example axis).
+    """
+    return optax.chain(clip_per_example_grads(config.clip_norm), add_noise_and_average(config))
 
 
 def epsilon(config: DPConfig, *, steps: int, sampling_rate: float, delta: float = 1e-5,

@@ -86,7 +86,7 @@ class PruneState(NamedTuple):
 
 
 def prune_by_magnitude(fraction: float) -> optax.GradientTransformation:
-    """Per-layer magnitude pruning as an optax transformation."""
+    """Per-layer magnitude pruning (:func:`prune`) as an optax stage, on a mean update."""
     _check(fraction)
 
     def init(params):
@@ -95,6 +95,10 @@ def prune_by_magnitude(fraction: float) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         del params
+        if isinstance(updates, tuple) and hasattr(updates, "_fields"):
+            raise ValueError(f"Pruning acts on the client's update, not on a "
+                             f"{type(updates).__name__}; average (or privatise) the "
+                             "per-example gradients before it (defenses.gradient_transform).")
         return prune(updates, fraction), state
 
     return optax.GradientTransformation(init, update)

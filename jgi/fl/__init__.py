@@ -1,4 +1,11 @@
-"""Federated-learning pieces: the IID client split, the victim set, the client update."""
+"""Federated-learning pieces: the client update, local training, what the server observes.
+
+- :mod:`~jgi.fl.client`: one defended step, ``(params, batch, randomness) -> update``.
+- :mod:`~jgi.fl.local`: a client's local training (:class:`LocalTraining`).
+- :mod:`~jgi.fl.observation`: the server's :class:`Observation` of a client.
+- :mod:`~jgi.fl.fedavg`: federated averaging over clients (model utility).
+- :mod:`~jgi.fl.split`: the IID split and the victim set.
+"""
 
 from jgi.fl.client import (
     ClientRandomness,
@@ -10,10 +17,18 @@ from jgi.fl.client import (
     sample_victim_randomness,
     victim_updates,
 )
+from jgi.fl.local import ONE_STEP, LocalTraining, make_local_training
+from jgi.fl.observation import Observation, observe, observe_victims
 from jgi.fl.split import FederatedSplit, iid_split, sample_victims
 
 __all__ = [
     "ClientRandomness",
+    "LocalTraining",
+    "ONE_STEP",
+    "Observation",
+    "make_local_training",
+    "observe",
+    "observe_victims",
     "FederatedSplit",
     "per_example_gradients",
     "sample_randomness",

@@ -13,7 +13,8 @@ One pure function, with all of the client's randomness an explicit input
    noise Xi (``randomness.dp``), divided by the batch size;
 4. gradient pruning: the smallest fraction p of each layer's entries set to zero.
 
-Order as in the core paper's Algorithm 2: ``GP(DP(grad))``. Input encodings (MixUp,
+Order as in the core paper's Algorithm 2: ``GP(DP(grad))``; steps 3-4 are the stack's
+one optax chain, :func:`jgi.defenses.gradient_transform`. Input encodings (MixUp,
 InstaHide) act on the batch before this function.
 """
 
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from jgi.defenses import dp as dp_lib
-from jgi.defenses import pruning
+from jgi.defenses.chain import gradient_transform
 from jgi.defenses.stack import NO_DEFENSE, DefenseStack
 from jgi.models.interface import Model, Noise, Params
 
@@ -102,10 +103,30 @@ def clipped_gradient_sum(model: Model, params: Params, x: jax.Array, y: jax.Arra
     return jax.grad(weighted_loss)(params)
 
 
+def client_gradient(model: Model, params: Params, x: jax.Array, y: jax.Array,
+                    randomness: ClientRandomness, stack: DefenseStack = NO_DEFENSE):
+    """The batch's gradient in the cheapest form the stack's defense chain accepts.
+
+    Without DP: the gradient of the batch's mean loss. With DP: the per-example
+    gradients (:class:`~jgi.defenses.dp.PerExample`) for a single example, the
+    already clipped sum (:class:`~jgi.defenses.dp.ClippedSum`, from
+    :func:`clipped_gradient_sum`) for a larger batch.
+    """
+    if stack.dp is None:
+        return jax.grad(lambda p: client_loss(model, p, x, y, randomness.model))(params)
+    if x.shape[0] == 1:  # one example (every victim update): clip it directly
+        return dp_lib.PerExample(per_example_gradients(model, params, x, y, randomness.model))
+    return dp_lib.ClippedSum(clipped_gradient_sum(model, params, x, y, randomness.model,
+                                                  stack.dp.clip_norm), x.shape[0])
+
+
 def client_update(model: Model, params: Params, x: jax.Array, y: jax.Array,
                   randomness: ClientRandomness | Noise | None = None,
                   stack: DefenseStack = NO_DEFENSE) -> Params:
-    """The update a client shares after one local step.
+    """The update a client shares after one local step: its gradient, defended.
+
+    The gradient (:func:`client_gradient`) goes through the stack's defense chain
+    (:func:`jgi.defenses.gradient_transform`: clip -> noise -> mean -> prune).
 
     Args:
       model: the model the federation trains (model-level defenses built in).
@@ -122,21 +143,12 @@ def client_update(model: Model, params: Params, x: jax.Array, y: jax.Array,
     """
     if not isinstance(randomness, ClientRandomness):
         randomness = ClientRandomness(model={} if randomness is None else randomness)
-    if stack.dp is None:
-        update = jax.grad(lambda p: client_loss(model, p, x, y, randomness.model))(params)
-    else:
-        if randomness.dp is None:
-            raise ValueError("client_update: the stack uses DP-SGD but randomness.dp is None; "
-                             "use sample_randomness(...) or supply the noise.")
-        if x.shape[0] == 1:  # one example (every victim update): clip it directly
-            per_example = per_example_gradients(model, params, x, y, randomness.model)
-            update = dp_lib.privatize(per_example, stack.dp, randomness.dp)
-        else:
-            clipped = clipped_gradient_sum(model, params, x, y, randomness.model,
-                                           stack.dp.clip_norm)
-            update = dp_lib.noisy_mean(clipped, randomness.dp, x.shape[0])
-    if stack.prune > 0:
-        update = pruning.prune(update, stack.prune)
+    if stack.dp is not None and randomness.dp is None:
+        raise ValueError("client_update: the stack uses DP-SGD but randomness.dp is None; "
+                         "use sample_randomness(...) or supply the noise.")
+    tx = gradient_transform(stack)
+    update, _ = tx.update(client_gradient(model, params, x, y, randomness, stack),
+                          tx.init(params), params, noise=randomness.dp)
     return update
 
 

@@ -9,7 +9,9 @@ parameters weighted by their training-set sizes. Training stops after 300 rounds
 when the mean validation loss over clients has not improved for 40 rounds. The test
 accuracy of the global model is computed after every round.
 
-Every local step is the client update of :mod:`jgi.fl.client` with the client's stack:
+Every local step is the client update of :mod:`jgi.fl.client` with the client's stack
+(the local training of :mod:`jgi.fl.local`, the same function the server's observations
+of a multi-step client come from):
 fresh dropout masks and bottleneck eps per step, DP-SGD per batch (per-example clipping,
 noise, divided by the batch size), pruning of each step's update, in the order
 GP(DP(grad)). Clients train in parallel: the local epoch is a ``lax.scan`` over batches,
@@ -43,7 +45,8 @@ import numpy as np
 import optax
 
 from jgi.defenses.stack import NO_DEFENSE, DefenseStack
-from jgi.fl.client import client_loss, client_update, cross_entropy, sample_randomness
+from jgi.fl.client import cross_entropy
+from jgi.fl.local import LocalTraining, make_local_training
 from jgi.fl.split import FederatedSplit
 from jgi.models.interface import Model, Params
 
@@ -98,10 +101,14 @@ class FedAvgConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"FedAvgConfig.{name} must be >= 1, got {getattr(self, name)}.")
 
+    def local_training(self) -> LocalTraining:
+        """Each client's local training in a round (the last incomplete batch dropped)."""
+        return LocalTraining(epochs=self.local_epochs, batch_size=self.batch_size,
+                             optimizer=self.optimizer_name, lr=self.lr, betas=self.betas,
+                             drop_last=True, shares="weight_delta")
+
     def optimizer(self) -> optax.GradientTransformation:
-        if self.optimizer_name == "sgd":
-            return optax.sgd(self.lr)
-        return optax.adam(self.lr, b1=self.betas[0], b2=self.betas[1])
+        return self.local_training().optimizer_for(0)
 
 
 class ClientData(NamedTuple):
@@ -170,46 +177,6 @@ def inference_noise(model: Model, input_shape: tuple[int, ...], batch: int) -> A
     return noise
 
 
-def make_local_training(model: Model, stack: DefenseStack, config: FedAvgConfig,
-                        input_shape: tuple[int, ...], n_train: int):
-    """``(params, opt_state, x, y, key) -> (params, opt_state, mean loss)`` for one client.
-
-    One local training of ``config.local_epochs`` epochs, a ``lax.scan`` over batches.
-    """
-    steps = n_train // config.batch_size
-    if steps < 1:
-        raise ValueError(f"A client holds {n_train} training examples, fewer than one batch of "
-                         f"{config.batch_size}; lower the batch size or use more data.")
-    tx = config.optimizer()
-    b = config.batch_size
-
-    def epoch(carry, key):
-        params, opt_state, x, y = carry
-        k_perm, k_steps = jax.random.split(key)
-        order = jax.random.permutation(k_perm, n_train)[: steps * b].reshape(steps, b)
-
-        def step(carry, inputs):
-            params, opt_state = carry
-            idx, k = inputs
-            xb, yb = x[idx], y[idx]
-            randomness = sample_randomness(k, model, params, stack, input_shape, b)
-            loss = client_loss(model, params, xb, yb, randomness.model)
-            update = client_update(model, params, xb, yb, randomness, stack)
-            updates, opt_state = tx.update(update, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (params, opt_state), losses = jax.lax.scan(
-            step, (params, opt_state), (order, jax.random.split(k_steps, steps)))
-        return (params, opt_state, x, y), jnp.mean(losses)
-
-    def local(params, opt_state, x, y, key):
-        (params, opt_state, _, _), losses = jax.lax.scan(
-            epoch, (params, opt_state, x, y), jax.random.split(key, config.local_epochs))
-        return params, opt_state, jnp.mean(losses)
-
-    return local
-
-
 def client_opt_states(config: FedAvgConfig, params: Params, num_clients: int) -> Any:
     """Fresh optimiser state for every client, stacked on a leading client axis."""
     tx = config.optimizer()
@@ -220,12 +187,14 @@ def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
                input_shape: tuple[int, ...], n_train: int, num_clients: int):
     """``(params, opt_state, x_train, y_train, key) -> (params, opt_state, mean loss)``.
 
-    One FedAvg round: every client's local training (:func:`make_local_training`),
+    One FedAvg round: every client's local training
+    (:func:`jgi.fl.local.make_local_training`, the function the server's observations
+    come from),
     ``vmap``-ed over the leading client axis of ``opt_state``, ``x_train`` and
     ``y_train`` (``config.client_batch`` clients at a time when set), then the average of
     the clients' parameters (equal client sizes).
     """
-    local = make_local_training(model, stack, config, input_shape, n_train)
+    local = make_local_training(model, stack, config.local_training(), input_shape, n_train)
     weights = jnp.full((num_clients,), 1.0 / num_clients)
 
     def round_fn(params, opt_state, x_train, y_train, key):
@@ -398,5 +367,4 @@ def _history_lists(arrays: dict, rounds: int) -> dict[str, list[float]]:
 
 
 __all__ = ["ADAM_STATES", "ClientData", "FedAvgConfig", "FedAvgResult", "FedAvgState",
-           "NO_DEFENSE", "client_data", "evaluate", "inference_noise", "make_local_training",
-           "train"]
+           "NO_DEFENSE", "client_data", "evaluate", "inference_noise", "train"]

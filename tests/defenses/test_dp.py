@@ -58,13 +58,15 @@ def test_same_key_same_noise_and_supplied_noise_is_used_exactly():
 
     per_example = {"w": jnp.ones((2, 64, 32)) * 1e-3, "b": jnp.ones((2, 32)) * 1e-3}
     tx = dp.dp_sgd(cfg)
-    out, _ = tx.update(per_example, tx.init(None), noise=a)
+    out, _ = tx.update(dp.PerExample(per_example), tx.init(None), noise=a)
     expected = jax.tree.map(lambda g, xi: (g.sum(0) + xi) / 2, per_example, a)
     jax.tree.map(np.testing.assert_array_equal, out, expected)
-    sampled, _ = tx.update(per_example, tx.init(None), key=jax.random.key(7))
+    sampled, _ = tx.update(dp.PerExample(per_example), tx.init(None), key=jax.random.key(7))
     jax.tree.map(np.testing.assert_array_equal, sampled, expected)
     with pytest.raises(ValueError, match="exactly one of key"):
-        tx.update(per_example, tx.init(None))
+        tx.update(dp.PerExample(per_example), tx.init(None))
+    with pytest.raises(ValueError, match="clips each example's gradient"):
+        tx.update(per_example, tx.init(None), noise=a)  # averaged gradients cannot be clipped
 
 
 def test_epsilon_agrees_with_dp_accounting_called_by_hand():

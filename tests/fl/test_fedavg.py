@@ -61,7 +61,7 @@ def test_defenses_are_applied_in_training_and_training_learns():
     losses = result.history["train_loss"]
     assert result.rounds == 3 and np.isfinite(losses).all()
     assert losses[-1] < losses[0]  # it learns (here: memorises its random labels)
-    local = fedavg.make_local_training(model, stack, cfg, SHAPE, 32)
+    local = fl.make_local_training(model, stack, cfg.local_training(), SHAPE, 32)
     params = model.init(jax.random.key(0), SHAPE)
     tx = cfg.optimizer()
     out1 = jax.jit(local)(params, tx.init(params), data.x_train[0], data.y_train[0],
@@ -108,8 +108,9 @@ def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="adam, sgd"):
         fedavg.FedAvgConfig(optimizer_name="lbfgs")
     with pytest.raises(ValueError, match="fewer than one batch"):
-        fedavg.make_local_training(models.get("cnn"), defenses.NO_DEFENSE,
-                                   fedavg.FedAvgConfig(batch_size=64), (28, 28, 1), 10)
+        fl.make_local_training(models.get("cnn"), defenses.NO_DEFENSE,
+                               fedavg.FedAvgConfig(batch_size=64).local_training(), (28, 28, 1),
+                               10)
     with pytest.raises(ValueError, match="client_batch must be >= 1"):
         fedavg.FedAvgConfig(client_batch=0)
 

@@ -1,0 +1,214 @@
+"""A client's local training: E epochs of minibatch steps, every step defended.
+
+One description, :class:`LocalTraining`, covers the threat models jgi attacks:
+
+- one SGD step on one image (:data:`ONE_STEP`): the core paper's victim update, whose
+  shared quantity is the defended gradient itself;
+- FedAvg's real client update (McMahan et al. 2017): ``epochs`` passes over the
+  client's ``n`` samples in ``ceil(n / batch_size)`` minibatch steps (or ``floor`` with
+  ``drop_last``) of SGD (momentum, weight decay) or Adam, with a learning rate that may
+  decay from round to round, after which the client shares its weight change
+  ``W_t - W_k``.
+
+Every step is :func:`jgi.fl.client_update` on the step's batch with the client's stack,
+so the defenses act inside every local step as they do in the single-step case: fresh
+dropout masks and bottleneck eps, DP-SGD per batch, pruning of each step's update,
+and, for a stack with an input encoding (MixUp, InstaHide), the batch encoded with
+partners from the client's own data before the step. The optimiser then turns the
+defended update into the parameter change.
+
+:func:`make_local_training` builds the jittable function; FedAvg
+(:mod:`jgi.fl.fedavg`) vmaps it over clients and :func:`jgi.fl.observe` runs it for the
+server's observation, so the two are one function.
+
+Randomness (all from the ``key`` argument, reproducible): each epoch's key splits into
+a permutation key and a step key; the step key splits into one key per full batch, and
+the last incomplete batch (without ``drop_last``) takes ``fold_in(permutation key,
+LAST_BATCH_STREAM)``.
+Each step's key draws the step's model noise and DP noise
+(:func:`jgi.fl.client.sample_randomness`) and, through ``fold_in(step key,
+ENCODING_STREAM)``, its encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jgi.defenses import input_encoding
+from jgi.defenses.stack import DefenseStack
+from jgi.fl.client import client_loss, client_update, one_hot, sample_randomness
+from jgi.models.interface import Model, Params
+
+OptimizerName = Literal["sgd", "adam"]
+SharedQuantity = Literal["gradient", "weight_delta"]
+OPTIMIZERS = ("sgd", "adam")
+SHARED = ("gradient", "weight_delta")
+ENCODING_STREAM = 0x656E63  # fold_in index of a step's encoding key ("enc")
+LAST_BATCH_STREAM = 1  # fold_in index (of the epoch's permutation key) of the last batch
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTraining:
+    """The public facts of a client's local training (what the server knows of it).
+
+    Attributes:
+      epochs: local epochs E.
+      batch_size: local batch size B; ``None`` means the client's whole data as one
+        batch.
+      optimizer: "sgd" (with ``momentum``, PyTorch-style coupled ``weight_decay``) or
+        "adam" (``betas``, coupled ``weight_decay``).
+      lr: learning rate of the first round.
+      lr_decay: factor applied to the learning rate per round (round r uses
+        ``lr * lr_decay ** r``).
+      momentum: SGD momentum (0: none).
+      weight_decay: L2 weight decay added to the update before the optimiser (0: none).
+      betas: Adam's (b1, b2).
+      drop_last: drop each epoch's last incomplete batch (``floor(n / B)`` steps)
+        instead of taking it as a smaller step (``ceil(n / B)``).
+      shares: what the client sends: "gradient" (its one step's defended gradient;
+        only for a single full-batch step) or "weight_delta" (``W_t - W_k``).
+    """
+
+    epochs: int = 1
+    batch_size: int | None = None
+    optimizer: OptimizerName = "sgd"
+    lr: float = 0.1
+    lr_decay: float = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    drop_last: bool = False
+    shares: SharedQuantity = "weight_delta"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"LocalTraining.optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}.")
+        if self.shares not in SHARED:
+            raise ValueError(f"LocalTraining.shares must be one of {', '.join(SHARED)}, got "
+                             f"{self.shares!r}.")
+        if self.epochs < 1:
+            raise ValueError(f"LocalTraining.epochs must be >= 1, got {self.epochs}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"LocalTraining.batch_size must be >= 1 or None (the whole "
+                             f"local data set), got {self.batch_size}.")
+        if self.shares == "gradient" and self.epochs != 1:
+            raise ValueError("A client that trains several epochs shares its weight change: "
+                             "use shares='weight_delta' (or epochs=1 with one full batch).")
+        for name in ("lr", "weight_decay", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LocalTraining.{name} must be >= 0, got "
+                                 f"{getattr(self, name)}.")
+
+    def batch(self, num_samples: int) -> int:
+        """The batch size for a client holding ``num_samples`` examples (a batch larger
+        than the data is the whole data, unless ``drop_last`` drops it)."""
+        if self.batch_size is None:
+            return num_samples
+        return self.batch_size if self.drop_last else min(self.batch_size, num_samples)
+
+    def steps_per_epoch(self, num_samples: int) -> tuple[int, int]:
+        """``(full batches, size of the last incomplete batch or 0)`` of one epoch."""
+        b = self.batch(num_samples)
+        full, rest = divmod(num_samples, b)
+        return full, (0 if self.drop_last else rest)
+
+    def num_steps(self, num_samples: int) -> int:
+        full, rest = self.steps_per_epoch(num_samples)
+        return self.epochs * (full + (rest > 0))
+
+    def is_single_step(self, num_samples: int) -> bool:
+        return self.num_steps(num_samples) == 1
+
+    def learning_rate(self, round_index: int = 0) -> float:
+        return self.lr * self.lr_decay ** round_index
+
+    def optimizer_for(self, round_index: int = 0) -> optax.GradientTransformation:
+        """The optax optimiser of round ``round_index`` (learning rate decayed)."""
+        lr = self.learning_rate(round_index)
+        if self.optimizer == "adam":
+            opt = optax.adam(lr, b1=self.betas[0], b2=self.betas[1])
+        else:
+            opt = optax.sgd(lr, momentum=self.momentum or None)
+        if self.weight_decay > 0:
+            return optax.chain(optax.add_decayed_weights(self.weight_decay), opt)
+        return opt
+
+
+ONE_STEP = LocalTraining(epochs=1, batch_size=None, shares="gradient")
+"""The core paper's victim update: one step on the client's batch, sharing the gradient."""
+
+
+def make_local_training(model: Model, stack: DefenseStack, local: LocalTraining,
+                        input_shape: tuple[int, ...], num_samples: int, round_index: int = 0):
+    """``(params, opt_state, x, y, key) -> (params, opt_state, mean loss)`` for one client.
+
+    Args:
+      model: the model, with the stack's model-level defenses built in.
+      stack: the client's defenses (act inside every step).
+      local: the local training.
+      input_shape: (H, W, C) of one example.
+      num_samples: the client's number of training examples (the leading axis of ``x``).
+      round_index: the round (for the learning-rate decay).
+
+    Returns:
+      A jittable function; ``opt_state`` is ``local.optimizer_for(round_index).init``'s.
+      ``x`` are the client's (normalised) examples, ``y`` int or soft labels. The mean
+      loss is the mean over steps of each batch's training loss before its step.
+    """
+    full, rest = local.steps_per_epoch(num_samples)
+    b = local.batch(num_samples)
+    if full < 1:
+        raise ValueError(f"A client holds {num_samples} training examples, fewer than one batch "
+                         f"of {b}; lower the batch size or use more data.")
+    tx = local.optimizer_for(round_index)
+    input_shape = tuple(input_shape)
+    encoding = stack.encoding
+
+    def step(params, opt_state, x, y, idx, key):
+        xb, yb = x[idx], y[idx]
+        if encoding is not None:
+            mixing = input_encoding.sample_mixing(
+                jax.random.fold_in(key, ENCODING_STREAM), encoding, idx.shape[0],
+                num_samples, input_shape)
+            # The classifier's bias (and kernel) end in the number of classes.
+            nc = jax.tree.leaves(params[model.classifier])[0].shape[-1]
+            y_soft = y if y.ndim == 2 else one_hot(y, nc)
+            xb, yb = input_encoding.encode(xb, y_soft[idx], x, y_soft, mixing)
+        randomness = sample_randomness(key, model, params, stack, input_shape, idx.shape[0])
+        loss = client_loss(model, params, xb, yb, randomness.model)
+        update = client_update(model, params, xb, yb, randomness, stack)
+        updates, opt_state = tx.update(update, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    def epoch(carry, key):
+        params, opt_state, x, y = carry
+        k_perm, k_steps = jax.random.split(key)
+        order = jax.random.permutation(k_perm, num_samples)
+        batches = order[: full * b].reshape(full, b)
+
+        def scan_step(carry, inputs):
+            params, opt_state = carry
+            idx, k = inputs
+            params, opt_state, loss = step(params, opt_state, x, y, idx, k)
+            return (params, opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(
+            scan_step, (params, opt_state), (batches, jax.random.split(k_steps, full)))
+        if not rest:
+            return (params, opt_state, x, y), jnp.mean(losses)
+        params, opt_state, last = step(params, opt_state, x, y, order[full * b:],
+                                       jax.random.fold_in(k_perm, LAST_BATCH_STREAM))
+        return (params, opt_state, x, y), (jnp.sum(losses) + last) / (full + 1)
+
+    def run(params: Params, opt_state, x, y, key):
+        (params, opt_state, _, _), losses = jax.lax.scan(
+            epoch, (params, opt_state, x, y), jax.random.split(key, local.epochs))
+        return params, opt_state, jnp.mean(losses)
+
+    return run
