@@ -1,7 +1,9 @@
 """Defenses, one family per module, with the client's randomness explicit.
 
-- :mod:`~jgi.defenses.dropout`: dropout masks (model-level).
-- :mod:`~jgi.defenses.bottleneck`: PRECODE and CVB variational bottlenecks (model-level).
+- :mod:`~jgi.defenses.dropout`: dropout masks (model-level; the layer lives in
+  :mod:`jgi.models.dropout`, re-exported here).
+- :mod:`~jgi.defenses.bottleneck`: PRECODE and CVB variational bottlenecks (model-level;
+  the layers live in :mod:`jgi.models.bottleneck`, re-exported here).
 - :mod:`~jgi.defenses.dp`: DP-SGD as a transformation of per-example gradients.
 - :mod:`~jgi.defenses.pruning`: per-layer magnitude pruning.
 - :mod:`~jgi.defenses.input_encoding`: MixUp and InstaHide.

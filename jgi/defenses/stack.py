@@ -17,9 +17,9 @@ import dataclasses
 import itertools
 from typing import Iterable
 
-from jgi.defenses.bottleneck import BOTTLENECKS
 from jgi.defenses.dp import DPConfig
 from jgi.defenses.input_encoding import INSTAHIDE, MIXUP, EncodingConfig
+from jgi.models.bottleneck import BOTTLENECKS
 
 DEFENSE_NAMES = ("dropout", "dp", "prune", "precode", "cvb", "mixup", "instahide")
 

@@ -2,6 +2,12 @@
 
 ``MODELS`` maps a name to a factory; ``get(name, **options)`` builds one with a clear
 error for unknown names.
+
+The layers the models share live here too: :mod:`~jgi.models.layers` (convolution,
+dense), :mod:`~jgi.models.dropout` (dropout with explicit masks) and
+:mod:`~jgi.models.bottleneck` (the PRECODE and CVB variational bottlenecks). Dropout and
+the bottlenecks are model-level defenses; :mod:`jgi.defenses` re-exports them, and
+nothing in ``jgi.models`` imports ``jgi.defenses``.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jgi.defenses import bottleneck as vb
-from jgi.defenses import dropout as do
+from jgi.models import bottleneck as vb
+from jgi.models import dropout as do
 from jgi.models import layers
 from jgi.models.interface import Model, check_noise_keys, check_options
 

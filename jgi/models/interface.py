@@ -37,7 +37,8 @@ class Model:
       sample_noise: ``(key, input_shape, batch_size) -> noise`` for one forward pass.
       classifier: key of the last (fully connected) layer in ``params``; its gradient
         reveals the label (iDLG).
-      layer_order: top-level keys of ``params`` in forward order.
+      layer_order: top-level keys of ``params`` in forward order (with a bottleneck,
+        :meth:`leaves_before_bottleneck_decoder` reads where it sits).
       dropout: dropout rate (0 when the model has no dropout).
       bottleneck: "precode", "cvb" or None.
       options: the hashable options the model was built with, for records.
@@ -63,6 +64,39 @@ class Model:
     @property
     def stochastic(self) -> bool:
         return self.dropout > 0 or self.bottleneck is not None
+
+    def leaves_before_bottleneck_decoder(self, params: Params) -> list[bool]:
+        """Which leaves of ``params`` act before the bottleneck's decoder.
+
+        True for every layer before the bottleneck and for the bottleneck's encoder (the
+        parts that compute ``mu`` and ``sigma``); False for its decoder and every later
+        layer, whose inputs are computed from the sampled latent and whose gradients are
+        therefore the most stochastic. Partial Inverting Gradients (PIG; Scheliga,
+        Maeder, Seeland 2024b) keeps the True leaves in its gradient distance, as the
+        authors' ``ignore_gradient_layers`` lists do. For the CNN with a CVB after block
+        0 that is conv0 and the CVB's ``mu`` and ``sigma`` convolutions.
+
+        Args:
+          params: this model's parameters (arrays or ``jax.ShapeDtypeStruct``s).
+
+        Returns:
+          One bool per leaf, in ``jax.tree.leaves(params)`` order.
+
+        Raises:
+          ValueError: if the model has no bottleneck.
+        """
+        if self.bottleneck is None:
+            raise ValueError(f"{self.name} has no bottleneck (PRECODE or CVB), so no layer "
+                             "comes before a bottleneck decoder; build it with "
+                             "bottleneck='precode' or 'cvb'.")
+        order = list(self.layer_order)
+        after = set(order[order.index("bottleneck") + 1:])
+        keep = []
+        for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+            keys = [getattr(k, "key", None) for k in path]
+            top = keys[0]
+            keep.append(not (top in after or (top == "bottleneck" and "decoder" in keys)))
+        return keep
 
 
 def no_noise(key: jax.Array, input_shape: tuple[int, ...], batch_size: int) -> dict:

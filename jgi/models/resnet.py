@@ -45,7 +45,7 @@ The paper leaves the details open; jgi takes them from the authors' public code
   position (after the average pool, before flatten -> dropout -> fc).
 
 Deviations: none in the architecture. jgi's KL for the bottlenecks is the one of
-:mod:`jgi.defenses.bottleneck` (see there for why it differs from the authors' code).
+:mod:`jgi.models.bottleneck` (see there for why it differs from the authors' code).
 
 Parameters (10 classes): 11,181,642 on 32x32x3 and 11,175,370 on 28x28x1 inputs, the
 same as torchvision's resnet18 with a 10-way head (GroupNorm has as many parameters as
@@ -69,8 +69,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jgi.defenses import bottleneck as vb
-from jgi.defenses import dropout as do
+from jgi.models import bottleneck as vb
+from jgi.models import dropout as do
 from jgi.models import layers
 from jgi.models.interface import Model, check_noise_keys, check_options
 

@@ -53,7 +53,7 @@ The paper leaves the rest open; jgi follows the authors' public ViT
   before the classifier.
 
 Deviations from the authors' code: none in the function. jgi's KL for the bottlenecks
-is the one of :mod:`jgi.defenses.bottleneck` (see there).
+is the one of :mod:`jgi.models.bottleneck` (see there).
 
 Parameters (10 classes): 1,609,216 on 32x32x3 inputs (65 tokens) and 1,597,184 on
 28x28x1 (50 tokens): patch embedding p*p*C*256, class token 256, positions T*256, four
@@ -78,8 +78,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jgi.defenses import bottleneck as vb
-from jgi.defenses import dropout as do
+from jgi.models import bottleneck as vb
+from jgi.models import dropout as do
 from jgi.models import layers
 from jgi.models.interface import Model, check_noise_keys, check_options
 

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jgi import models
-from jgi.attacks import mimic
-from jgi.defenses import bottleneck, dropout
+from jgi.models import bottleneck, dropout
 from jgi.models import layers
 
 
@@ -83,8 +82,8 @@ def test_precode_after_block0_encodes_the_flattened_map_and_pig_keeps_conv0_and_
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert float(got_pen) == pytest.approx(float(pen))
     kept = {jax.tree_util.keystr(path) for (path, _), keep in zip(
-        jax.tree_util.tree_flatten_with_path(params)[0], mimic.excluded_leaves(pre, params),
-        strict=True) if keep}
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        pre.leaves_before_bottleneck_decoder(params), strict=True) if keep}
     assert kept == {"['conv0']['w']", "['conv0']['b']", "['bottleneck']['encoder']['w']",
                     "['bottleneck']['encoder']['b']"}
     # a table-wide option: models without PRECODE ignore it (and do not record it)
@@ -124,3 +123,26 @@ def test_dropout_mask_shape_errors_and_rates():
     params = model.init(jax.random.key(0), (28, 28, 1))
     with pytest.raises(ValueError, match="noise has keys"):
         model.apply(params, jnp.ones((1, 28, 28, 1)), {})
+
+
+def test_defenses_reexport_the_model_layers():
+    """The layers live in jgi.models; jgi.defenses.{dropout,bottleneck} are the same ones."""
+    from jgi.defenses import bottleneck as defenses_bottleneck
+    from jgi.defenses import dropout as defenses_dropout
+
+    for name in defenses_dropout.__all__:
+        assert getattr(defenses_dropout, name) is getattr(dropout, name)
+    for name in defenses_bottleneck.__all__:
+        assert getattr(defenses_bottleneck, name) is getattr(bottleneck, name)
+    for layer, reexport in ((dropout, defenses_dropout), (bottleneck, defenses_bottleneck)):
+        public = {n for n, v in vars(layer).items()
+                  if not n.startswith("_") and getattr(v, "__module__", layer.__name__)
+                  == layer.__name__ and not isinstance(v, type(layer))} - {"annotations"}
+        assert public == set(reexport.__all__), layer.__name__
+
+
+def test_leaves_before_bottleneck_decoder_needs_a_bottleneck():
+    model = models.get("cnn", dropout=0.25)
+    params = model.init(jax.random.key(0), (28, 28, 1))
+    with pytest.raises(ValueError, match="cnn has no bottleneck"):
+        model.leaves_before_bottleneck_decoder(params)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from jgi import fl, models
-from jgi.attacks import mimic
 from jgi.models import resnet as resnet_lib
 
 CIFAR, MNIST = (32, 32, 3), (28, 28, 1)
@@ -152,7 +151,7 @@ def test_a_cdia_step_runs_under_each_defense(spec, cdia_step):
 
 def test_pig_leaves_out_the_decoder_and_later_layers():
     model = models.get("resnet18", bottleneck="cvb")
-    keep = mimic.excluded_leaves(model, _abstract_params(model, CIFAR))
+    keep = model.leaves_before_bottleneck_decoder(_abstract_params(model, CIFAR))
     paths = [jax.tree_util.keystr(p) for p, _ in
              jax.tree_util.tree_flatten_with_path(_abstract_params(model, CIFAR))[0]]
     kept = {p for p, k in zip(paths, keep, strict=True) if k}

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from jgi import fl, models
-from jgi.attacks import mimic
 
 vit_lib = importlib.import_module("jgi.models.vit")  # jgi.models.vit is also the factory
 
@@ -154,7 +153,7 @@ def test_a_cdia_step_runs_under_each_defense(spec, cdia_step):
 def test_pig_leaves_out_the_decoder_and_later_layers():
     model = models.get("vit", bottleneck="cvb")
     params = _abstract_params(model, CIFAR)
-    keep = mimic.excluded_leaves(model, params)
+    keep = model.leaves_before_bottleneck_decoder(params)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     kept = {p for p, k in zip(paths, keep, strict=True) if k}
     # The authors' ViTCVB.yaml ignores ['decoder', 'layers.1', 'layers.2', 'layers.3',
