@@ -13,115 +13,74 @@ each source of the client's randomness either
 - ``"ignore"``: sampled afresh every step, or, for DP and pruning, not applied to the
   dummy update at all (IG);
 - ``"exclude"`` (bottleneck only): the bottleneck decoder and every later layer are left
-  out of the gradient distance (PIG).
+  out of the gradient distance (PIG; the kept layers are
+  :meth:`jgi.models.Model.leaves_before_bottleneck_decoder`).
 
-:class:`Knowledge` is that statement; :func:`problem` turns it into a runner
-:class:`~jgi.attacks.runner.Problem`. Settings not given by the paper and chosen here:
+:class:`~jgi.attacks.knowledge.Knowledge` is that statement; :func:`problem` turns it
+into a runner :class:`~jgi.attacks.runner.Problem`. Each estimated quantity is an
+:class:`~jgi.attacks.knowledge.Estimator` defined, with its paper's init, regulariser
+and projection, in that paper's module: :data:`jgi.attacks.dia.ESTIMATOR` (masks),
+:data:`jgi.attacks.vbia.ESTIMATOR` (eps), :data:`jgi.attacks.dpia.ESTIMATOR` (DP
+noise). :data:`ESTIMATORS` lists them in the order their regularisers enter the loss;
+:func:`problem` composes the ones the knowledge switches on. Settings not given by the
+papers and chosen here:
 
 - Optimiser: one Adam (lr 1, the IG schedule with its plateau rule) over all optimised
   quantities; the sign of the gradient is taken for the image only, as the DIA
   authors' code does (``use_grad_signs`` acts on the dummy data only).
-- DIA masks: initialised Bernoulli(1 - p), clamped to [0, 1] after every step,
-  regulariser ``1e-4 * sum_l |(1 - mean(mask_l)) - p|`` (DIA paper, authors' code).
-- VBIA eps: initialised N(0, I), unconstrained, no regulariser (paper, section 4.3).
-- DPIA noise: initialised N(0, (sigma tau)^2) per layer, unconstrained; regulariser
-  ``dp_reg_weight * sum_l [(mean_l / (sigma tau))^2 + (std_l / (sigma tau) - 1)^2]``
-  pulling each layer's noise toward mean 0 and the DP standard deviation. The paper
-  states the target (mean 0, the DP standard deviation) but not the form or weight;
-  ours is dimensionless and weighted 1e-4 like DIA's.
+- Initial keys: the image is drawn from the victim's init key itself (so an attack with
+  nothing to estimate starts where IG starts), each estimate from
+  ``fold_in(key, estimator.salt)``.
 - DP mimicked (known or estimated noise): the dummy update is clipped to tau, the noise
   added, divided by the batch size (1), exactly as the client computes it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jgi.attacks import runner
+from jgi.attacks import dia, dpia, runner, vbia
 from jgi.attacks.distances import DISTANCES
 from jgi.attacks.ig import IGConfig, box_projection
+from jgi.attacks.knowledge import (
+    MODES,
+    BottleneckMode,
+    DPMode,
+    DropoutMode,
+    Estimator,
+    Knowledge,
+    PruneMode,
+    Regularizer,
+)
 from jgi.attacks.regularizers import total_variation
-from jgi.defenses import dp as dp_lib
 from jgi.defenses import pruning
 from jgi.defenses.stack import DefenseStack
 from jgi.fl.client import ClientRandomness, client_update
 from jgi.models.interface import Model, Params
 
-MODES = {
-    "dropout": ("ignore", "known", "estimate"),
-    "bottleneck": ("ignore", "known", "estimate", "exclude"),
-    "dp": ("ignore", "known", "estimate"),
-    "prune": ("ignore", "observed"),
-}
+__all__ = ["ESTIMATORS", "MODES", "BottleneckMode", "DPMode", "DropoutMode", "Estimator",
+           "Knowledge", "PruneMode", "Regularizer", "estimators", "excluded_leaves",
+           "make_dummy_update", "optimizer", "problem", "reconstruct"]
+
+# The estimators, in the order their regularisers are added to the loss.
+ESTIMATORS: tuple[Estimator, ...] = (dia.ESTIMATOR, vbia.ESTIMATOR, dpia.ESTIMATOR)
 
 
-@dataclasses.dataclass(frozen=True)
-class Knowledge:
-    """What the attacker knows about, or does with, each source of client randomness.
-
-    Attributes:
-      dropout: "ignore" (fresh masks every step), "known" (the client's masks),
-        "estimate" (relaxed masks optimised: DIA).
-      bottleneck: "ignore" (fresh eps), "known", "estimate" (VBIA), "exclude" (PIG).
-      dp: "ignore" (no DP on the dummy update), "known" (client's noise: WIIG),
-        "estimate" (noise optimised: DPIA).
-      prune: "ignore" or "observed" (the client's mask, read off the update: GPIA).
-      mask_reg_weight: DIA's mask regulariser weight (1e-4).
-      dp_reg_weight: DPIA's noise regulariser weight (1e-4, our choice).
-    """
-
-    dropout: str = "ignore"
-    bottleneck: str = "ignore"
-    dp: str = "ignore"
-    prune: str = "ignore"
-    mask_reg_weight: float = 1e-4
-    dp_reg_weight: float = 1e-4
-
-    def __post_init__(self):
-        for field, valid in MODES.items():
-            value = getattr(self, field)
-            if value not in valid:
-                raise ValueError(f"Knowledge.{field}={value!r} is not one of {', '.join(valid)}.")
-
-    def needs_client_noise(self) -> bool:
-        return "known" in (self.dropout, self.bottleneck)
-
-    def needs_client_dp_noise(self) -> bool:
-        return self.dp == "known"
-
-    def check(self, model: Model, stack: DefenseStack) -> None:
-        """Refuses knowledge about randomness the client does not have, saying why."""
-        if self.dropout != "ignore" and model.dropout == 0:
-            raise ValueError(f"dropout={self.dropout!r} needs a model with dropout; "
-                             f"{model.name} has none (model.dropout = 0).")
-        if self.bottleneck != "ignore" and model.bottleneck is None:
-            raise ValueError(f"bottleneck={self.bottleneck!r} needs a model with PRECODE or "
-                             f"CVB; this {model.name} has no bottleneck.")
-        if self.dp != "ignore" and stack.dp is None:
-            raise ValueError(f"dp={self.dp!r} needs a stack with DP-SGD; the stack is "
-                             f"{stack.names or 'no defense'}.")
-        if self.prune == "observed" and stack.prune == 0:
-            raise ValueError("prune='observed' needs a stack with gradient pruning; the stack "
-                             f"is {stack.names or 'no defense'}.")
+def estimators(knowledge: Knowledge) -> tuple[Estimator, ...]:
+    """The :data:`ESTIMATORS` that ``knowledge`` switches on (its field says "estimate")."""
+    return tuple(e for e in ESTIMATORS if getattr(knowledge, e.randomness) == "estimate")
 
 
 def excluded_leaves(model: Model, params: Params) -> list[bool]:
-    """PIG's leaf mask: False for the bottleneck decoder and every later layer."""
-    if model.bottleneck is None:
-        raise ValueError(f"PIG needs a model with a bottleneck; this {model.name} has none.")
-    order = list(model.layer_order)
-    after = set(order[order.index("bottleneck") + 1:])
-    keep = []
-    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = [getattr(k, "key", None) for k in path]
-        top = keys[0]
-        keep.append(not (top in after or (top == "bottleneck" and "decoder" in keys)))
-    return keep
+    """PIG's leaf mask: :meth:`jgi.models.Model.leaves_before_bottleneck_decoder`.
+
+    Kept for callers of the old name; the mask is a property of the model.
+    """
+    return model.leaves_before_bottleneck_decoder(params)
 
 
 def optimizer(config: IGConfig) -> optax.GradientTransformationExtraArgs:
@@ -151,11 +110,11 @@ def make_dummy_update(model: Model, stack: DefenseStack, knowledge: Knowledge,
         noise = {}
         if model.dropout > 0:
             noise["dropout"] = {"known": lambda: victim["noise"]["dropout"],
-                                "estimate": lambda: candidate["masks"]}.get(
+                                "estimate": lambda: candidate[dia.ESTIMATOR.name]}.get(
                                     knowledge.dropout, lambda: fresh["dropout"])()
         if model.bottleneck is not None:
             noise["eps"] = {"known": lambda: victim["noise"]["eps"],
-                            "estimate": lambda: candidate["eps"]}.get(
+                            "estimate": lambda: candidate[vbia.ESTIMATOR.name]}.get(
                                 knowledge.bottleneck, lambda: fresh["eps"])()
         return noise
 
@@ -165,7 +124,7 @@ def make_dummy_update(model: Model, stack: DefenseStack, knowledge: Knowledge,
         if knowledge.dp == "ignore":
             update = client_update(model, context["params"], x, y, ClientRandomness(noise))
         else:
-            xi = victim["dp_noise"] if knowledge.dp == "known" else candidate["xi"]
+            xi = victim["dp_noise"] if knowledge.dp == "known" else candidate[dpia.ESTIMATOR.name]
             update = client_update(model, context["params"], x, y,
                                    ClientRandomness(noise, xi), dp_only)
         if knowledge.prune == "observed":
@@ -182,28 +141,30 @@ def problem(model: Model, stack: DefenseStack, knowledge: Knowledge,
 
     Victim data: ``{"target": observed update, "label": y}`` plus, when the knowledge
     says so, ``"noise"`` (the client's model noise, batch size 1) and ``"dp_noise"``
-    (the client's Xi). Context: ``{"params", "bounds"}``. ``params`` here only fixes the
-    shapes of estimated DP noise and PIG's leaf mask.
+    (the client's Xi). Context: ``{"params", "bounds"}``. ``params`` here only fixes
+    PIG's leaf mask (estimates take their shapes from ``context["params"]``).
+
+    The candidate is ``{"x": image}`` plus one entry per estimator the knowledge switches
+    on (:func:`estimators`), under the estimator's name; the loss is the gradient
+    distance plus the TV prior plus the estimators' regularisers, in
+    :data:`ESTIMATORS` order; each step projects the image onto the box, then every
+    estimate with its estimator's projection.
     """
     knowledge.check(model, stack)
     input_shape = tuple(input_shape)
-    leaf_mask = excluded_leaves(model, params) if knowledge.bottleneck == "exclude" else None
+    leaf_mask = (model.leaves_before_bottleneck_decoder(params)
+                 if knowledge.bottleneck == "exclude" else None)
     distance_fn = DISTANCES[config.distance]
-    noise_std = stack.dp.noise_std if stack.dp is not None else 0.0
     project_box = box_projection(config)
+    active = estimators(knowledge)
 
     def init(key, victim, context):
         # The image is drawn from ``key`` itself, as plain IG draws it, so that an attack
         # with nothing to estimate starts exactly where IG starts.
-        k_mask, k_eps, k_dp = (jax.random.fold_in(key, i) for i in (1, 2, 3))
         candidate = {"x": config.init_std * jax.random.normal(key, input_shape, jnp.float32)}
-        sample = model.sample_noise(k_mask, input_shape, 1)
-        if knowledge.dropout == "estimate":
-            candidate["masks"] = sample["dropout"]  # Bernoulli(1 - p), the DIA init
-        if knowledge.bottleneck == "estimate":
-            candidate["eps"] = jax.random.normal(k_eps, sample["eps"].shape)
-        if knowledge.dp == "estimate":
-            candidate["xi"] = dp_lib.sample_noise(k_dp, context["params"], stack.dp)
+        for e in active:
+            candidate[e.name] = e.init(jax.random.fold_in(key, e.salt), model, stack, context,
+                                       input_shape)
         return candidate
 
     dummy_update = make_dummy_update(model, stack, knowledge, input_shape)
@@ -214,25 +175,18 @@ def problem(model: Model, stack: DefenseStack, knowledge: Knowledge,
         tv = total_variation(candidate["x"])
         loss = distance + config.tv_weight * tv
         aux = {"distance": distance, "tv": tv}
-        if knowledge.dropout == "estimate":
-            reg = sum(jnp.abs((1.0 - jnp.mean(m)) - model.dropout)
-                      for m in jax.tree.leaves(candidate["masks"]))
-            loss = loss + knowledge.mask_reg_weight * reg
-            aux["mask_reg"] = reg
-        if knowledge.dp == "estimate":
-            reg = sum(jnp.square(jnp.mean(xi) / noise_std)
-                      + jnp.square(jnp.std(xi) / noise_std - 1.0)
-                      for xi in jax.tree.leaves(candidate["xi"]))
-            loss = loss + knowledge.dp_reg_weight * reg
-            aux["dp_reg"] = reg
+        for e in active:
+            if e.regularizer is not None:
+                reg = e.regularizer.fn(candidate[e.name], model, stack)
+                loss = loss + e.regularizer.weight(knowledge) * reg
+                aux[e.regularizer.name] = reg
         return loss, aux
 
     def project(candidate, victim, context):
         candidate = project_box(candidate, victim, context)
-        if knowledge.dropout == "estimate":
-            candidate = {**candidate,
-                         "masks": jax.tree.map(lambda m: jnp.clip(m, 0.0, 1.0),
-                                               candidate["masks"])}
+        for e in active:
+            if e.project is not None:
+                candidate = {**candidate, e.name: e.project(candidate[e.name])}
         return candidate
 
     return runner.Problem(init=init, objective=objective, optimizer=optimizer(config),

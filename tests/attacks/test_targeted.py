@@ -1,12 +1,15 @@
 """The targeted attacks of the core paper: what each one knows, and that it is used."""
 
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jgi import defenses, fl, models
-from jgi.attacks import ATTACKS, cdia, ig, mimic, runner
+from jgi.attacks import ATTACKS, cdia, dia, dpia, ig, mimic, runner, vbia
+from jgi.attacks.knowledge import MODES, Knowledge
 from jgi.attacks.distances import cosine_distance
 from jgi.defenses import pruning
 
@@ -99,11 +102,12 @@ def test_single_defense_attacks_refuse_stacks_without_their_defense():
 def test_pig_leaves_out_the_decoder_and_later_layers():
     model = models.get("cnn", bottleneck="cvb")
     params = model.init(jax.random.key(0), SHAPE)
-    keep = mimic.excluded_leaves(model, params)
+    keep = model.leaves_before_bottleneck_decoder(params)
     paths = ["/".join(str(getattr(k, "key", k)) for k in p)
              for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     kept = {p for p, k in zip(paths, keep, strict=True) if k}
     assert kept == {"conv0/b", "conv0/w", "bottleneck/mu/w", "bottleneck/sigma/w"}
+    assert mimic.excluded_leaves(model, params) == keep  # the old name, kept for callers
 
 
 def test_ig_through_mimic_equals_plain_ig():
@@ -155,3 +159,61 @@ def test_cdia_docstring_example_runs():
     import doctest
     failures, tried = doctest.testmod(cdia, optionflags=doctest.ELLIPSIS)
     assert tried > 5 and failures == 0
+
+
+def test_knowledge_modes_are_typed_literals_checked_at_runtime():
+    hints = typing.get_type_hints(Knowledge)
+    for field, valid in MODES.items():
+        assert typing.get_args(hints[field]) == valid
+    assert MODES["bottleneck"] == ("ignore", "known", "estimate", "exclude")
+    with pytest.raises(ValueError, match="Knowledge.bottleneck='guess' is not one of ignore, "
+                                         "known, estimate, exclude"):
+        Knowledge(bottleneck="guess")
+    assert mimic.Knowledge is Knowledge
+
+
+def test_estimators_are_composed_in_a_fixed_order_with_distinct_keys():
+    assert mimic.ESTIMATORS == (dia.ESTIMATOR, vbia.ESTIMATOR, dpia.ESTIMATOR)
+    assert [e.name for e in mimic.ESTIMATORS] == ["masks", "eps", "xi"]
+    assert [e.salt for e in mimic.ESTIMATORS] == [1, 2, 3]
+    for e in mimic.ESTIMATORS:
+        assert "estimate" in MODES[e.randomness] and e.name != "x"
+    every = Knowledge(dropout="estimate", bottleneck="estimate", dp="estimate")
+    assert mimic.estimators(every) == mimic.ESTIMATORS
+    assert mimic.estimators(Knowledge(bottleneck="exclude", prune="observed")) == ()
+    assert mimic.estimators(ATTACKS["cdia"](defenses.from_names("dropout,dp,cvb"))) == (
+        dia.ESTIMATOR, vbia.ESTIMATOR)
+
+
+def test_estimates_start_from_their_own_folded_keys_and_regularise_in_order():
+    """The candidate and the loss, rebuilt by hand from each paper's estimator."""
+    stack, model, params, x, y, r, updates = _client("dropout,dp,cvb")
+    knowledge = Knowledge(dropout="estimate", bottleneck="estimate", dp="estimate",
+                          mask_reg_weight=0.5, dp_reg_weight=0.25)
+    cfg = ig.IGConfig()
+    problem = mimic.problem(model, stack, knowledge, SHAPE, params, cfg)
+    context = {"params": params, "bounds": None}
+    victim = {"target": jax.tree.map(lambda a: a[0], updates), "label": y[0]}
+    key = jax.random.key(7)
+    c = problem.init(key, victim, context)
+    np.testing.assert_array_equal(c["x"], cfg.init_std * jax.random.normal(key, SHAPE))
+    jax.tree.map(np.testing.assert_array_equal, c["masks"],
+                 model.sample_noise(jax.random.fold_in(key, 1), SHAPE, 1)["dropout"])
+    eps_shape = model.sample_noise(key, SHAPE, 1)["eps"].shape
+    np.testing.assert_array_equal(c["eps"],
+                                  jax.random.normal(jax.random.fold_in(key, 2), eps_shape))
+    jax.tree.map(np.testing.assert_array_equal, c["xi"],
+                 defenses.dp.sample_noise(jax.random.fold_in(key, 3), params, stack.dp))
+
+    loss, aux = problem.objective(c, victim, context, jax.random.key(8))
+    assert aux["mask_reg"] == dia.mask_regularizer(c["masks"], model, stack)
+    assert aux["dp_reg"] == dpia.noise_regularizer(c["xi"], model, stack)
+    want = (aux["distance"] + cfg.tv_weight * aux["tv"] + 0.5 * aux["mask_reg"]
+            + 0.25 * aux["dp_reg"])
+    assert float(loss) == float(want)
+
+    pushed = {**c, "masks": jax.tree.map(lambda m: m + 2.0, c["masks"]),
+              "eps": c["eps"] + 9.0}
+    projected = problem.project(pushed, victim, context)
+    assert all(float(m.max()) == 1.0 for m in jax.tree.leaves(projected["masks"]))
+    np.testing.assert_array_equal(projected["eps"], pushed["eps"])  # VBIA: unconstrained
