@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import ablation
-from jgi import data, defenses, fl, metrics, models
+from jgi import data, defenses, fl, metrics, models, pipeline
 from jgi.attacks import ATTACKS, ig, mimic
 from jgi.defenses import dp as dp_lib
 
@@ -55,18 +54,18 @@ def train(model: models.Model, params, stack: defenses.DefenseStack, x: jax.Arra
     return carry[0]
 
 
-def run_one(config: ablation.AblationConfig, dataset: data.Dataset, names, steps: int,
+def run_one(config: pipeline.AblationConfig, dataset: data.Dataset, names, steps: int,
             attack: str) -> dict:
     """Trains ``steps`` steps under the stack, attacks the victims, returns the figures."""
     info = dataset.info
     stack = config.stack(names)
     model = models.get(config.model, **dict(config.model_options), **stack.model_options())
-    victims = ablation.victim_set(config, dataset)
+    victims = pipeline.victim_set(config, dataset)
     keys = victims.keys
-    params = model.init(keys["model"], info.image_shape)
+    params = model.init(keys.model, info.image_shape)
     params = train(model, params, stack, victims.pool_x, victims.pool_y, steps,
-                   keys["fedavg"], info.image_shape)
-    randomness = fl.sample_victim_randomness(keys["client"], model, params, stack,
+                   keys.fedavg, info.image_shape)
+    randomness = fl.sample_victim_randomness(keys.client, model, params, stack,
                                              info.image_shape, config.victims)
     updates = jax.jit(lambda p, r: fl.victim_updates(model, p, victims.x, victims.y, r,
                                                      stack))(params, randomness)
@@ -75,7 +74,7 @@ def run_one(config: ablation.AblationConfig, dataset: data.Dataset, names, steps
                                                    without_dp))(params, randomness)
     dp_change = jax.tree.map(lambda a, b: a - b, updates, clean)
     result = mimic.reconstruct(
-        model, params, updates, victims.y, keys["attack"], stack, ATTACKS[attack](stack),
+        model, params, updates, victims.y, keys.attack, stack, ATTACKS[attack](stack),
         config.ig, input_shape=info.image_shape, bounds=data.input_bounds(info),
         client_noise=randomness.model, client_dp_noise=randomness.dp,
         progress=config.progress and f"{attack} {'+'.join(stack.names) or 'none'}")
@@ -123,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{args.max_iters}")
     try:
         steps = parse_steps(args.steps)
-        config = ablation.AblationConfig(
-            model=args.model, dataset=args.dataset, stacks=ablation.parse_stacks(args.defenses),
+        config = pipeline.AblationConfig(
+            model=args.model, dataset=args.dataset, stacks=pipeline.parse_stacks(args.defenses),
             victims=args.victims, seed=args.seed, attack=args.attack,
             dp=defenses.DPConfig(clip_norm=defenses.stack.PAPER_DP.clip_norm,
                                  noise_multiplier=args.dp_sigma),

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from experiments import ablation
-from jgi import data, defenses, diagnostics, models
+from jgi import data, defenses, diagnostics, models, pipeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,12 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"need --victims >= 1 and --draws >= 2, got {args.victims} and "
                      f"{args.draws}")
     try:
-        stacks = ablation.parse_stacks(args.defenses)
+        stacks = pipeline.parse_stacks(args.defenses)
         if len(stacks) != 1:
             raise ValueError(f"--defenses takes one stack here, got {len(stacks)}: "
                              f"{args.defenses!r}.")
-        config = ablation.AblationConfig(
-            model=args.model, model_options=ablation.parse_model_options(args.model_options),
+        config = pipeline.AblationConfig(
+            model=args.model, model_options=pipeline.parse_model_options(args.model_options),
             dataset=args.dataset, stacks=stacks, victims=args.victims, seed=args.seed,
             dp=defenses.DPConfig(clip_norm=args.dp_clip, noise_multiplier=args.dp_sigma),
             data_dir=args.data_dir, data_source=args.data_source)
@@ -57,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, data.DataError) as e:
         print(f"error: {e}")
         return 2
-    victims = ablation.victim_set(config, dataset)
-    params = model.init(victims.keys["model"], dataset.info.image_shape)
+    victims = pipeline.victim_set(config, dataset)
+    params = model.init(victims.keys.model, dataset.info.image_shape)
     report = diagnostics.update_noise(model, params, victims.x, victims.y,
                                       jax.random.key(args.seed), stack, args.draws)
     print(f"{model.name} on {dataset.info.name}, defenses {stack.names or 'none'}, "

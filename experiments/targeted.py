@@ -6,7 +6,7 @@
     python -m experiments.targeted --table=2 --preset=smoke     # minutes on a laptop
 
 Scheliga et al., "Combining stochastic defenses ...", section 4. Every row is the
-ablation pipeline (``experiments.ablation.run_rows``) with another (defense, attack)
+ablation pipeline (``jgi.pipeline.run_rows``) with another (defense, attack)
 pair; rows land in ``<out>/results.jsonl`` (shared with the ablation, finished rows
 reused) and the table in ``<out>/table<N>.md`` next to the paper's published numbers.
 ViT rows come with the ViT model.
@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments import ablation
-from jgi import defenses, results, tables
+from jgi import defenses, pipeline, results, tables
 
 # (dataset, table, defense label, attack) -> (SSIM mean, SSIM std, ASR %), CNN rows of
 # Tables 1-3 of the core paper.
@@ -95,21 +94,21 @@ def markdown(dataset: str, model: str, table: int, labelled_rows) -> str:
               "Paper SSIM", "Paper ASR [%]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, row in labelled_rows:
-        paper = PAPER.get((dataset, table, label, row["attack"])) if model == "cnn" else None
+        paper = PAPER.get((dataset, table, label, row.attack)) if model == "cnn" else None
         lines.append("| " + " | ".join([
-            tables.DATASET_LABELS.get(dataset, dataset), model, label, row["attack"].upper(),
-            str(row["n_victims"]), f"{row['ssim_mean']:.2f} (± {row['ssim_std']:.2f})",
-            f"{100 * row['asr']:.2f}",
+            tables.DATASET_LABELS.get(dataset, dataset), model, label, row.attack.upper(),
+            str(row.n_victims), f"{row.ssim_mean:.2f} (± {row.ssim_std:.2f})",
+            f"{100 * row.asr:.2f}",
             f"{paper[0]:.2f} (± {paper[1]:.2f})" if paper else "–",
             f"{paper[2]:.2f}" if paper else "–"]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def run(config: ablation.AblationConfig, table: int, workdir: str | Path,
+def run(config: pipeline.AblationConfig, table: int, workdir: str | Path,
         **spec_options: Any) -> str:
     """Runs one table's rows and writes ``table<N>.md``; returns the Markdown."""
     labelled = specs_for(table, **spec_options)
-    rows = ablation.run_rows(config, workdir, [(s, a) for _, s, a in labelled],
+    rows = pipeline.run_rows(config, workdir, [(s, a) for _, s, a in labelled],
                              write_outputs=False)
     text = (f"# Table {table} layout: targeted attacks, {config.model} on {config.dataset}\n\n"
             f"{config.victims} victims, up to {config.ig.max_iters} iterations "
@@ -131,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--victims", type=int, default=None)
     parser.add_argument("--max-iters", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", default="paper", choices=sorted(ablation.PRESETS))
+    parser.add_argument("--preset", default="paper", choices=sorted(pipeline.PRESETS))
     parser.add_argument("--dp-sigma", type=float, default=1e-3, help="Table 1's noise (1e-3)")
     parser.add_argument("--prune-rates", default="0.9,0.95,0.99", help="Table 2's rates")
     parser.add_argument("--data-dir", default=None)
@@ -139,16 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", default=None, help="default runs/targeted_<dataset>_<preset>")
     args = parser.parse_args(argv)
-    preset = ablation.PRESETS[args.preset]
+    preset = pipeline.PRESETS[args.preset]
     cfg = preset["ig"]
     if args.max_iters is not None:
         cfg = dataclasses.replace(cfg, max_iters=args.max_iters)
     try:
-        model_options = ablation.parse_model_options(args.model_options)
+        model_options = pipeline.parse_model_options(args.model_options)
     except ValueError as e:
         print(f"error: {e}", flush=True)
         return 2
-    config = ablation.AblationConfig(
+    config = pipeline.AblationConfig(
         model=args.model, model_options=model_options, dataset=args.dataset, ig=cfg,
         preset=args.preset,
         victims=args.victims if args.victims is not None else preset["victims"],

@@ -1,9 +1,10 @@
 """Tables in the layout of the core paper's Table 4, from ``results.jsonl`` rows.
 
 Columns: dataset, model, DO (dropout), DP, GP (gradient pruning), PM (privacy module:
-P = PRECODE, C = CVB), attack, SSIM mean (± std over victims), ASR in %, accuracy
-(test accuracy of the federated model, mean ± std over seeds), and the paper's published
-SSIM, ASR and accuracy for the same CNN row where one exists (:data:`PAPER_TABLE4`).
+P = PRECODE, C = CVB), Enc (input encoding: MixUp or InstaHide; not in the paper),
+attack, SSIM mean (± std over victims), ASR in %, accuracy (test accuracy of the
+federated model, mean ± std over seeds), and the paper's published SSIM, ASR and
+accuracy for the same CNN row where one exists (:data:`PAPER_TABLE4`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from jgi.records import AttackRow, Row, UtilityRow, from_json
 from jgi.results import canonical_defenses
 
 # Scheliga et al., "Combining stochastic defenses to resist gradient inversion: an
@@ -83,17 +85,21 @@ DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "pneumoniamnist": "Pn
 YES, NO = "✓", "✗"
 
 
-def defense_columns(defenses: Iterable[str]) -> tuple[str, str, str, str]:
-    """(DO, DP, GP, PM) marks of a defense stack, as the paper prints them."""
+ENCODING_LABELS = {"mixup": "MixUp", "instahide": "InstaHide"}
+
+
+def defense_columns(defenses: Iterable[str]) -> tuple[str, str, str, str, str]:
+    """(DO, DP, GP, PM, Enc) marks of a defense stack, as the paper prints the first four."""
     d = set(defenses)
     pm = "P" if "precode" in d else "C" if "cvb" in d else NO
+    enc = next((label for name, label in ENCODING_LABELS.items() if name in d), NO)
     return (YES if "dropout" in d else NO, YES if "dp" in d else NO,
-            YES if "prune" in d else NO, pm)
+            YES if "prune" in d else NO, pm, enc)
 
 
-def settings_note(row: dict[str, Any]) -> str:
+def settings_note(row: Row | dict[str, Any]) -> str:
     """Defense settings that differ from the paper's ablation (e.g. ``σ=0.001, p=0.9``)."""
-    described = (row.get("config") or {}).get("defenses")
+    described = (from_json(row).config or {}).get("defenses")
     if not isinstance(described, dict):
         return ""
     notes = []
@@ -110,48 +116,49 @@ def settings_note(row: dict[str, Any]) -> str:
     return ", ".join(notes)
 
 
-def _group_key(row: dict[str, Any]):
+def _group_key(row: AttackRow):
     """Attack rows that differ only in their seed share a key."""
-    config = dict(row.get("config") or {})
+    config = dict(row.config or {})
     config.pop("seed", None)
     config.pop("preset", None)
-    return (row["dataset"], row["model"], tuple(canonical_defenses(row["defenses"])),
-            row["attack"], json.dumps(config, sort_keys=True, default=str))
+    return (row.dataset, row.model, tuple(canonical_defenses(row.defenses)),
+            row.attack, json.dumps(config, sort_keys=True, default=str))
 
 
-def _stack_key(row: dict[str, Any]):
+def _stack_key(row: Row):
     """What attack and utility rows of the same defense stack have in common."""
-    return (row["dataset"], row["model"], tuple(canonical_defenses(row["defenses"])),
-            settings_note(row), (row.get("config") or {}).get("preset"))
+    return (row.dataset, row.model, tuple(canonical_defenses(row.defenses)),
+            settings_note(row), (row.config or {}).get("preset"))
 
 
-def aggregate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def aggregate(rows: Iterable[Row | dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (stack, attack): SSIM/ASR pooled over seeds' victims; accuracy (from
     the utility rows of the same stack) as mean and std over seeds. Stacks with only a
-    utility row get an entry with attack "–"."""
-    rows = list(rows)
+    utility row get an entry with attack "–". Rows are :mod:`jgi.records` rows or their
+    JSON dicts."""
+    rows = [from_json(r) for r in rows]
     utility: dict[Any, list[float]] = defaultdict(list)
     for row in rows:
-        if row.get("kind") == "utility":
-            utility[_stack_key(row)].append(row["accuracy"])
-    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        if isinstance(row, UtilityRow):
+            utility[_stack_key(row)].append(row.accuracy)
+    groups: dict[Any, list[AttackRow]] = defaultdict(list)
     for row in rows:
-        if row.get("kind", "attack") == "attack":
+        if isinstance(row, AttackRow):
             groups[_group_key(row)].append(row)
     merged, covered = [], set()
     for (dataset, model, defenses, attack, _), members in groups.items():
-        ssims = np.concatenate([np.asarray(r["per_victim_ssim"], float) for r in members])
+        ssims = np.concatenate([np.asarray(r.per_victim_ssim, float) for r in members])
         key = _stack_key(members[0])
         covered.add(key)
         accs = utility.get(key, [])
         merged.append({
             "dataset": dataset, "model": model, "defenses": list(defenses), "attack": attack,
             "settings": settings_note(members[0]),
-            "seeds": sorted(r.get("seed", 0) for r in members),
+            "seeds": sorted(r.seed for r in members),
             "n_victims": int(ssims.size),
             "ssim_mean": float(ssims.mean()), "ssim_std": float(ssims.std()),
             "asr": float(np.mean(ssims > 0.5)),
-            "psnr_mean": float(np.mean([r["psnr_mean"] for r in members])),
+            "psnr_mean": float(np.mean([r.psnr_mean for r in members])),
             "accuracy": float(np.mean(accs)) if accs else None,
             "accuracy_std": float(np.std(accs)) if accs else None,
             "accuracy_seeds": len(accs),
@@ -181,10 +188,10 @@ def _fmt_acc(row):
     return f"{100 * row['accuracy']:.2f} (± {100 * row['accuracy_std']:.2f})"
 
 
-def table_rows(rows: Iterable[dict[str, Any]]) -> list[list[str]]:
+def table_rows(rows: Iterable[Row | dict[str, Any]]) -> list[list[str]]:
     """Header plus one list of cells per aggregated row."""
-    out = [["Dataset", "Model", "DO", "DP", "GP", "PM", "Settings", "Attack", "Victims", "SSIM ↓",
-            "ASR [%] ↓", "Accuracy [%] ↑", "Paper (CDIA) SSIM", "Paper (CDIA) ASR [%]",
+    out = [["Dataset", "Model", "DO", "DP", "GP", "PM", "Enc", "Settings", "Attack", "Victims",
+            "SSIM ↓", "ASR [%] ↓", "Accuracy [%] ↑", "Paper (CDIA) SSIM", "Paper (CDIA) ASR [%]",
             "Paper accuracy [%]"]]
     for r in aggregate(rows):
         paper = PAPER_TABLE4.get((r["dataset"], tuple(r["defenses"]))) \
@@ -204,7 +211,7 @@ def table_rows(rows: Iterable[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def markdown_table(rows: Iterable[dict[str, Any]]) -> str:
+def markdown_table(rows: Iterable[Row | dict[str, Any]]) -> str:
     """The rows as a Markdown table in the paper's Table 4 layout."""
     cells = table_rows(rows)
     lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
@@ -212,7 +219,7 @@ def markdown_table(rows: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_table(rows: Iterable[dict[str, Any]]) -> str:
+def csv_table(rows: Iterable[Row | dict[str, Any]]) -> str:
     """The same table as CSV."""
     buf = io.StringIO()
     csv.writer(buf).writerows(table_rows(rows))

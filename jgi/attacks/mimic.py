@@ -60,6 +60,7 @@ from jgi.attacks.regularizers import total_variation
 from jgi.defenses import pruning
 from jgi.defenses.stack import DefenseStack
 from jgi.fl.client import ClientRandomness, client_update
+from jgi.fl.observation import Observation
 from jgi.models.interface import Model, Params
 
 __all__ = ["ESTIMATORS", "MODES", "BottleneckMode", "DPMode", "DropoutMode", "Estimator",
@@ -240,3 +241,25 @@ def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
                       context, key, config.stopping(), chunk_size=config.chunk_size,
                       progress=progress, checkpoint=checkpoint)
 
+
+
+def reconstruct_observation(model: Model, observation: Observation, labels: jax.Array,
+                            key: jax.Array, stack: DefenseStack, knowledge: Knowledge,
+                            config: IGConfig = IGConfig(), *, input_shape: tuple[int, int, int],
+                            bounds=None, client_noise: Any = None, client_dp_noise: Any = None,
+                            progress: bool | str = True,
+                            checkpoint=None) -> runner.AttackResult:
+    """:func:`reconstruct` on what the server observed (:class:`jgi.fl.Observation`).
+
+    These attacks mimic one client step on one image, so the observation must be one
+    image's one-step gradient per victim (``observe_victims``, or ``observe`` with
+    :data:`jgi.fl.ONE_STEP` on a batch of one); any other is refused with the reason.
+    ``observation.update`` carries the leading victim axis, ``observation.params`` the
+    global parameters. The other arguments are :func:`reconstruct`'s.
+    """
+    observation.require_single_gradient("This targeted attack (IG + what it knows of the "
+                                        "client's randomness)")
+    return reconstruct(model, observation.params, observation.update, labels, key, stack,
+                       knowledge, config, input_shape=input_shape, bounds=bounds,
+                       client_noise=client_noise, client_dp_noise=client_dp_noise,
+                       progress=progress, checkpoint=checkpoint)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from experiments import ablation
-from jgi import results
+from jgi import pipeline, results
 
 REQUIRED = ("model", "dataset", "defenses", "attack", "n_victims", "ssim_mean", "ssim_std",
             "psnr_mean", "mse_mean", "asr", "per_victim_ssim", "iterations", "wall_seconds",
@@ -29,7 +29,7 @@ def test_smoke_run_writes_results_table_and_picture_and_reuses_finished_rows(tmp
     assert row["iterations"] == [40, 40]
     assert row["config"]["attack_config"]["max_iters"] == 40
     table = (out / "table.md").read_text()
-    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | paper | CDIA | 2 |" in table
+    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | ✗ | paper | CDIA | 2 |" in table
     png = (out / "reconstructions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not (out / "checkpoints" / row["row_id"]).exists()  # cleared after the row
@@ -90,7 +90,8 @@ def test_defended_row_records_its_stack_and_invalid_stacks_are_refused(tmp_path,
     row = json.loads((out / "results.jsonl").read_text())
     assert row["defenses"] == ["dp", "cvb"]
     assert row["config"]["defenses"]["dp"] == {"clip_norm": 20.0, "noise_multiplier": 1e-3}
-    assert "| MNIST | cnn | ✗ | ✓ | ✗ | C | σ=0.001 | CDIA | 2 |" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "| MNIST | cnn | ✗ | ✓ | ✗ | C | ✗ | σ=0.001 | CDIA | 2 |" in table
     capsys.readouterr()
     assert _run(out, "--defenses=precode,cvb") == 2
     assert "at most one" in capsys.readouterr().out
@@ -125,6 +126,20 @@ def test_utility_rows_fill_the_accuracy_column(tmp_path):
     assert f"{100 * utility[0]['accuracy']:.2f} (1 seed)" in table
 
 
+def test_a_mixup_utility_row_trains_with_mixup_and_says_so(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "--defenses=none;mixup", "--no-privacy", "--rounds=1", utility=True) == 0
+    plain, mixup = (json.loads(line) for line in (out / "results.jsonl").read_text().splitlines())
+    assert plain["defenses"] == [] and plain["encoding"] is None
+    assert mixup["defenses"] == ["mixup"] and mixup["encoding"] == "mixup"
+    assert mixup["config"]["defenses"]["encoding"]["kind"] == "mixup"
+    # Trained on mixed images with soft labels: another loss curve than the plain row's.
+    assert mixup["history"]["train_loss"] != plain["history"]["train_loss"]
+    table = (out / "table.md").read_text()
+    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | MixUp | paper | – |" in table
+    assert "| MNIST | cnn | ✗ | ✗ | ✗ | ✗ | ✗ | paper | – |" in table
+
+
 def test_a_utility_only_run_does_not_claim_a_figure_it_did_not_draw(tmp_path, capsys):
     out = tmp_path / "run"
     assert _run(out, "--no-privacy", "--rounds=1", utility=True) == 0
@@ -136,7 +151,7 @@ def test_a_utility_only_run_does_not_claim_a_figure_it_did_not_draw(tmp_path, ca
 def test_a_resumed_run_produces_exactly_the_rows_of_an_uninterrupted_one(tmp_path, monkeypatch):
     args = ("--defenses=none;prune", "--seeds=1")
     assert _run(tmp_path / "straight", *args) == 0
-    real = ablation._attack_row
+    real = pipeline.rows.attack_row
     calls = []
 
     def interrupted(*a, **k):
@@ -145,9 +160,9 @@ def test_a_resumed_run_produces_exactly_the_rows_of_an_uninterrupted_one(tmp_pat
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(ablation, "_attack_row", interrupted)
+    monkeypatch.setattr(pipeline.rows, "attack_row", interrupted)
     assert _run(tmp_path / "resumed", *args) == 130  # Ctrl-C after the first row
-    monkeypatch.setattr(ablation, "_attack_row", real)
+    monkeypatch.setattr(pipeline.rows, "attack_row", real)
     assert len((tmp_path / "resumed" / "results.jsonl").read_text().splitlines()) == 1
     assert _run(tmp_path / "resumed", *args) == 0
 

@@ -1,0 +1,178 @@
+"""An ablation run's settings: :class:`AblationConfig`, its presets and named keys.
+
+Presets follow big_vision's ``runlocal`` idea: ``paper`` is the core paper's scale
+(Scheliga et al., "Combining stochastic defenses ...", section 5: 128 victims, the
+full IG schedule, FedAvg up to 300 rounds, 3 seeds), ``cpu`` a reduced scale for
+2 CPU cores, ``smoke`` minutes on a laptop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Sequence
+
+import jax
+
+from jgi import defenses
+from jgi.attacks import ig
+from jgi.fl import fedavg
+
+LabelMode = Literal["known", "idlg"]
+LABEL_MODES = ("known", "idlg")
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationConfig:
+    """One ablation run's settings (defaults: the core paper's).
+
+    Attributes:
+      model: registry name (``jgi.models.MODELS``).
+      model_options: extra options for the model factory, e.g. (("padding", "VALID"),).
+      dataset: ``jgi.data.DATASETS`` name.
+      stacks: the defense stacks to evaluate, each a tuple of defense names.
+      attack: attack name (``jgi.attacks.ATTACKS``; the paper's tables use CDIA).
+      victims: number of victim images (paper: 128).
+      seed: the first seed; one seed fixes split, victims, model initialisation, the
+        clients' randomness, the attack and the federated training (:class:`RunKeys`).
+      seeds: number of seeds (seed, seed + 1, ...); the paper reports 3.
+      labels: "known" (paper) or "idlg" (recovered from the classifier gradient).
+      dropout_rate, dp, prune_rate: defense settings (paper: 0.25, tau 20 / sigma 1e-4,
+        0.5).
+      num_clients, val_fraction, victim_client: the federated split (paper: 10, 0.1, 0).
+      ig: the attack's hyperparameters.
+      fedavg: federated-training settings for the utility columns, or None to skip them.
+      privacy: run the attacks (False: utility only).
+      preset: the preset the settings came from (recorded only).
+      data_dir, data_source, verify: where the data come from.
+      progress: show progress bars.
+    """
+
+    model: str = "cnn"
+    model_options: tuple[tuple[str, Any], ...] = ()
+    dataset: str = "mnist"
+    stacks: tuple[tuple[str, ...], ...] = ((),)
+    attack: str = "cdia"
+    victims: int = 128
+    seed: int = 0
+    seeds: int = 1
+    labels: LabelMode = "known"
+    dropout_rate: float = defenses.stack.PAPER_DROPOUT_RATE
+    dp: defenses.DPConfig = defenses.stack.PAPER_DP
+    prune_rate: float = defenses.stack.PAPER_PRUNE_FRACTION
+    num_clients: int = 10
+    val_fraction: float = 0.1
+    victim_client: int = 0
+    ig: ig.IGConfig = ig.IGConfig()
+    fedavg: fedavg.FedAvgConfig | None = None
+    privacy: bool = True
+    preset: str = "paper"
+    data_dir: str | None = None
+    data_source: str = "auto"
+    verify: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.labels not in LABEL_MODES:
+            raise ValueError(f"Unknown label mode {self.labels!r}; valid: "
+                             f"{', '.join(LABEL_MODES)}.")
+        for name in ("victims", "seeds", "num_clients"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AblationConfig.{name} must be >= 1, got "
+                                 f"{getattr(self, name)}.")
+
+    def stack(self, names: Sequence[str]) -> defenses.DefenseStack:
+        return defenses.from_names(names, dropout=self.dropout_rate, dp=self.dp,
+                                   prune=self.prune_rate)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's settings (section 5): 128 victims and the full IG schedule; FedAvg up to
+    # 300 rounds with patience 40; 3 seeds. Meant for a GPU.
+    "paper": {"victims": 128, "ig": ig.IGConfig(), "fedavg": fedavg.FedAvgConfig(),
+              "seeds": 3},
+    # A reduced but meaningful scale for 2 CPU cores (the CNN/MNIST 24-row table
+    # overnight): 32 victims with the full IG schedule; FedAvg up to 20 rounds with
+    # patience 5; one seed.
+    "cpu": {"victims": 32, "ig": ig.IGConfig(),
+            "fedavg": fedavg.FedAvgConfig(rounds=20, patience=5), "seeds": 1},
+    # Minutes on 2 CPU cores: 8 victims, a compressed schedule (plateau after 100
+    # iterations, at most 1,000); 2 FedAvg rounds. Reconstructions are recognisable but
+    # not converged; accuracies are far from trained.
+    "smoke": {"victims": 8, "ig": ig.IGConfig(max_iters=1000, plateau_patience=100,
+                                             stop_patience=400, chunk_size=100),
+              "fedavg": fedavg.FedAvgConfig(rounds=2, patience=2), "seeds": 1},
+}
+
+
+def preset_config(preset: str, **overrides: Any) -> AblationConfig:
+    """An :class:`AblationConfig` at a preset's scale, with ``overrides`` applied.
+
+    Raises:
+      ValueError: an unknown preset (lists the valid ones).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}.")
+    return AblationConfig(**{**PRESETS[preset], "preset": preset, **overrides})
+
+
+# The run's independent random streams, each the seed's key folded with its index in
+# this tuple. The order is part of every recorded result: append, never reorder.
+STREAMS = ("split", "victims", "model", "attack", "client", "encoding", "fedavg")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+    """A seed's named random streams: ``RunKeys(0).attack`` is the attack's key.
+
+    Every function that needs the split, the model's initialisation or the clients'
+    randomness asks for it by name, so two code paths (the attack rows and the utility
+    rows) cannot disagree on an index.
+    """
+
+    seed: int
+
+    def stream(self, name: str) -> jax.Array:
+        if name not in STREAMS:
+            raise ValueError(f"Unknown random stream {name!r}; valid: {', '.join(STREAMS)}.")
+        return jax.random.fold_in(jax.random.key(self.seed), STREAMS.index(name))
+
+    split = property(lambda self: self.stream("split"))
+    victims = property(lambda self: self.stream("victims"))
+    model = property(lambda self: self.stream("model"))
+    attack = property(lambda self: self.stream("attack"))
+    client = property(lambda self: self.stream("client"))
+    encoding = property(lambda self: self.stream("encoding"))
+    fedavg = property(lambda self: self.stream("fedavg"))
+
+
+def parse_stacks(spec: str) -> tuple[tuple[str, ...], ...]:
+    """``all`` -> the 24 ablation stacks; ``table5`` -> Table 5's; else stacks separated
+    by ';', defenses by ',' (``none`` for no defense)."""
+    spec = spec.strip()
+    if spec == "all":
+        return tuple(tuple(s) for s in defenses.ablation_stacks())
+    if spec == "table5":
+        return tuple(tuple(s) for s in defenses.stack.TABLE5_STACKS)
+    return tuple(tuple(defenses.parse_names(part)) for part in spec.split(";"))
+
+
+def parse_model_options(spec: str | None) -> tuple[tuple[str, Any], ...]:
+    """``"padding=VALID,conv_impl=lax"`` -> (("padding", "VALID"), ("conv_impl", "lax")).
+
+    Values that parse as int or float become numbers.
+    """
+    if not spec:
+        return ()
+    options = []
+    for part in spec.split(","):
+        if "=" not in part:
+            raise ValueError(f"--model-options expects key=value pairs, got {part!r}.")
+        key, value = (p.strip() for p in part.split("=", 1))
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        options.append((key, value))
+    return tuple(options)
