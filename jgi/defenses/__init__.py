@@ -8,9 +8,12 @@
 - :mod:`~jgi.defenses.pruning`: per-layer magnitude pruning.
 - :mod:`~jgi.defenses.input_encoding`: MixUp and InstaHide.
 - :mod:`~jgi.defenses.stack`: which of them a client uses (:class:`DefenseStack`).
+- :mod:`~jgi.defenses.chain`: the stack's gradient-level defenses as one optax chain,
+  clip -> noise -> mean -> prune (:func:`gradient_transform`).
 """
 
-from jgi.defenses import bottleneck, dp, dropout, input_encoding, pruning, stack
+from jgi.defenses import bottleneck, chain, dp, dropout, input_encoding, pruning, stack
+from jgi.defenses.chain import gradient_transform
 from jgi.defenses.dp import DPConfig
 from jgi.defenses.stack import (
     DEFENSE_NAMES,
@@ -28,9 +31,11 @@ __all__ = [
     "NO_DEFENSE",
     "ablation_stacks",
     "bottleneck",
+    "chain",
     "dp",
     "dropout",
     "from_names",
+    "gradient_transform",
     "input_encoding",
     "parse_names",
     "pruning",
