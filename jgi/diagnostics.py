@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi.attacks.mimic import excluded_leaves
 from jgi.defenses.stack import NO_DEFENSE, DefenseStack
 from jgi.fl import client
 from jgi.models.interface import Model, Params
@@ -117,7 +116,7 @@ def update_noise(model: Model, params: Params, x: jax.Array, y: jax.Array, key: 
     paths = tuple(jax.tree_util.keystr(p) for p, _ in
                   jax.tree_util.tree_flatten_with_path(params)[0])
     if model.bottleneck is not None:
-        kept = np.array(excluded_leaves(model, params))
+        kept = np.array(model.leaves_before_bottleneck_decoder(params))
         cos_pig = mean_cos(kept)
     else:
         kept, cos_pig = np.ones(n, bool), None

@@ -64,8 +64,8 @@ from jgi.fl.observation import Observation
 from jgi.models.interface import Model, Params
 
 __all__ = ["ESTIMATORS", "MODES", "BottleneckMode", "DPMode", "DropoutMode", "Estimator",
-           "Knowledge", "PruneMode", "Regularizer", "estimators", "excluded_leaves",
-           "make_dummy_update", "optimizer", "problem", "reconstruct"]
+           "Knowledge", "PruneMode", "Regularizer", "estimators", "make_dummy_update",
+           "optimizer", "problem", "reconstruct", "reconstruct_observation"]
 
 # The estimators, in the order their regularisers are added to the loss.
 ESTIMATORS: tuple[Estimator, ...] = (dia.ESTIMATOR, vbia.ESTIMATOR, dpia.ESTIMATOR)
@@ -74,14 +74,6 @@ ESTIMATORS: tuple[Estimator, ...] = (dia.ESTIMATOR, vbia.ESTIMATOR, dpia.ESTIMAT
 def estimators(knowledge: Knowledge) -> tuple[Estimator, ...]:
     """The :data:`ESTIMATORS` that ``knowledge`` switches on (its field says "estimate")."""
     return tuple(e for e in ESTIMATORS if getattr(knowledge, e.randomness) == "estimate")
-
-
-def excluded_leaves(model: Model, params: Params) -> list[bool]:
-    """PIG's leaf mask: :meth:`jgi.models.Model.leaves_before_bottleneck_decoder`.
-
-    Kept for callers of the old name; the mask is a property of the model.
-    """
-    return model.leaves_before_bottleneck_decoder(params)
 
 
 def optimizer(config: IGConfig) -> optax.GradientTransformationExtraArgs:

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jgi import data, defenses, fl, metrics, models, results
-from jgi.attacks import ATTACKS, STOP_REASONS, AttackCheckpoint, mimic
+from jgi.attacks import ATTACKS, STOP_REASONS, mimic
 from jgi.attacks.labels import idlg_labels
-from jgi.checkpointing import fedavg_checkpoint
+from jgi.checkpointing import AttackCheckpoint, fedavg_checkpoint
 from jgi.fl import fedavg
 from jgi.pipeline.config import AblationConfig, RunKeys
 from jgi.records import AttackRow, UtilityRow

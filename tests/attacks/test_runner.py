@@ -5,7 +5,8 @@ import optax
 import pytest
 
 from jgi import fl, models
-from jgi.attacks import AttackCheckpoint, ig, runner
+from jgi.attacks import ig, runner
+from jgi.checkpointing import AttackCheckpoint
 
 
 def _quadratic_problem(lr=0.1):

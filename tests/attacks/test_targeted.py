@@ -107,7 +107,6 @@ def test_pig_leaves_out_the_decoder_and_later_layers():
              for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     kept = {p for p, k in zip(paths, keep, strict=True) if k}
     assert kept == {"conv0/b", "conv0/w", "bottleneck/mu/w", "bottleneck/sigma/w"}
-    assert mimic.excluded_leaves(model, params) == keep  # the old name, kept for callers
 
 
 def test_ig_through_mimic_equals_plain_ig():
