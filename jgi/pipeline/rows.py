@@ -96,6 +96,19 @@ def utility_identity(config: AblationConfig, dataset: data.Dataset, model: model
     }
 
 
+def _provenance(config: AblationConfig, dataset: data.Dataset, identity: dict) -> dict:
+    """The fields every row records about where and how it was made."""
+    return {"device": device_description(), "data_origin": dataset.origin,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": {**identity, "preset": config.preset}}
+
+
+def _record(workdir: Path, row: AttackRow | UtilityRow, checkpoint) -> None:
+    """Appends the finished row to results.jsonl, then drops its checkpoint."""
+    results.append_row(workdir / "results.jsonl", row.to_json())
+    checkpoint.clear()
+
+
 def _encoding(stack: defenses.DefenseStack) -> str | None:
     return stack.encoding.kind if stack.encoding is not None else None
 
@@ -130,11 +143,8 @@ def utility_row(config: AblationConfig, dataset: data.Dataset, normalized: np.nd
         rounds=result.rounds, stopped_early=result.stopped_early,
         history=result.history, wall_seconds=result.wall_seconds,
         samples_per_second=result.samples_per_second,
-        device=device_description(), data_origin=dataset.origin,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        config={**identity, "preset": config.preset})
-    results.append_row(workdir / "results.jsonl", row.to_json())
-    checkpoint.clear()
+        **_provenance(config, dataset, identity))
+    _record(workdir, row, checkpoint)
     say(f"        test accuracy {100 * result.accuracy:.2f}% (round {result.best_round} of "
         f"{result.rounds}; final {100 * result.final_accuracy:.2f}%), "
         f"{result.wall_seconds:.0f} s")
@@ -201,11 +211,8 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
         label_accuracy=label_accuracy,
         victim_indices=tuple(int(i) for i in victims.idx),
         wall_seconds=result.wall_seconds, compile_seconds=result.compile_seconds,
-        device=device_description(), data_origin=dataset.origin,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        config={**identity, "preset": config.preset})
-    results.append_row(workdir / "results.jsonl", row.to_json())
-    checkpoint.clear()
+        **_provenance(config, dataset, identity))
+    _record(workdir, row, checkpoint)
     say(f"        SSIM {row.ssim_mean:.3f} (± {row.ssim_std:.3f}), "
         f"ASR {100 * row.asr:.2f}%, {row.wall_seconds:.0f} s")
     return row
