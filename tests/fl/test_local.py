@@ -100,9 +100,10 @@ def test_one_step_observation_is_the_client_update_with_the_keys_randomness():
                    fl.LocalTraining(batch_size=2, shares="gradient"))
 
 
-def test_an_input_encoding_trains_inside_every_local_step():
+@pytest.mark.parametrize("encoding", ["mixup", "instahide"])
+def test_an_input_encoding_trains_inside_every_local_step(encoding):
     x, y = _client(n=8)
-    plain, mixup = defenses.from_names("none"), defenses.from_names("mixup")
+    plain, mixup = defenses.from_names("none"), defenses.from_names(encoding)
     model = _model(plain)
     params = model.init(jax.random.key(0), SHAPE)
     local = fl.LocalTraining(epochs=1, batch_size=4, lr=0.1)
