@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -101,6 +102,8 @@ class Dataset:
         y_train, y_test: int32 arrays (N,).
         source: where the arrays came from ("dir", "tfds" or "embedded").
         origin: a path or dataset name that says exactly which files were read.
+        skipped: for ``source="auto"``, why each source tried before this one was
+            skipped (one short reason each).
     """
 
     info: DatasetInfo
@@ -110,17 +113,20 @@ class Dataset:
     y_test: np.ndarray
     source: str
     origin: str
+    skipped: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return self.info.name
 
     def describe(self) -> str:
-        return (
-                f"{self.name} from {self.source} ({self.origin}): "
+        """One line: the source used, its files, sizes, and why earlier sources were skipped."""
+        line = (f"{self.name} from {self.source} ({self.origin}): "
                 f"{len(self.y_train)} train / {len(self.y_test)} test images of shape "
-                f"{self.x_train.shape[1:]}"
-        )
+                f"{self.x_train.shape[1:]}")
+        if self.skipped:
+            line += f"; skipped {'; '.join(self.skipped)}"
+        return line
 
 
 def _unknown_name(name: str) -> DataError:
@@ -245,6 +251,22 @@ def _tfds_split(tfds, info: DatasetInfo, split: str, download: bool):
     return images, labels
 
 
+@contextlib.contextmanager
+def _quiet_third_party_logs():
+    """Keeps absl's and tensorflow-datasets' warnings (e.g. "Variant folder ... has no
+    dataset_info.json" offline) off the console; their failures still raise, and
+    :func:`load` reports them in one line."""
+    loggers = [logging.getLogger(n) for n in ("absl", "tensorflow_datasets", "tensorflow")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def load_tfds(info: DatasetInfo, *, download: bool = True) -> Dataset:
     """Loads a dataset through tensorflow-datasets' random-access ``data_source``.
 
@@ -262,8 +284,9 @@ def load_tfds(info: DatasetInfo, *, download: bool = True) -> Dataset:
     except ImportError as e:
         raise DataError(f"tensorflow-datasets is not importable: {e}") from e
     try:
-        x_train, y_train = _tfds_split(tfds, info, "train", download)
-        x_test, y_test = _tfds_split(tfds, info, "test", download)
+        with _quiet_third_party_logs():
+            x_train, y_train = _tfds_split(tfds, info, "train", download)
+            x_test, y_test = _tfds_split(tfds, info, "test", download)
     except Exception as e:
         raise DataError(
                 f"tensorflow-datasets could not provide {info.tfds_name!r} "
@@ -362,15 +385,27 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, source: str = 
         attempts.append(("tfds", lambda: load_tfds(
             info, download=download and tfds_server_reachable())))
     attempts.append(("embedded", lambda: load_embedded(info)))
-    errors = []
+    errors, skipped = [], []
     for label, attempt in attempts:
         try:
-            return attempt()
+            dataset = attempt()
         except DataError as e:
             reason = str(e).split(" Options:")[0]
-            logger.warning("jgi.data: %s; trying the next source.", reason)
+            logger.info("jgi.data: %s; trying the next source.", reason)
+            skipped.append(f"{label} ({_short_reason(reason)})")
             errors.append(f"{label}: {e}")
+            continue
+        return dataclasses.replace(dataset, skipped=tuple(skipped))
     raise DataError(f"No source could provide {name}:\n  " + "\n  ".join(errors))
+
+
+def _short_reason(reason: str) -> str:
+    """The gist of a loader's error for the one-line summary (at most ~100 characters)."""
+    if "tensorflow-datasets could not provide" in reason and (
+            "splits" in reason or "not been generated" in reason or "dataset_info" in reason):
+        return "no prepared copy on this machine and no download"
+    reason = reason.rstrip(". ")
+    return reason if len(reason) <= 100 else reason[:97] + "..."
 
 
 def normalize(x, info: DatasetInfo):

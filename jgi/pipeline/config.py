@@ -79,6 +79,19 @@ class AblationConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"AblationConfig.{name} must be >= 1, got "
                                  f"{getattr(self, name)}.")
+        # Checked whether or not a stack uses them: a typo must not wait for the one row
+        # that does (or pass silently when none does).
+        for name, flag, what in (("dropout_rate", "--dropout-rate", "a dropout rate"),
+                                 ("prune_rate", "--prune-rate", "a pruning fraction"),
+                                 ("val_fraction", None, "a validation share")):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                named = f"{name} ({flag})" if flag else name
+                raise ValueError(f"{named} is {what} in [0, 1), got {value}; it is "
+                                 "checked even when no stack uses it.")
+        if not 0 <= self.victim_client < self.num_clients:
+            raise ValueError(f"victim_client must name one of the {self.num_clients} clients "
+                             f"(0 to {self.num_clients - 1}), got {self.victim_client}.")
 
     def stack(self, names: Sequence[str]) -> defenses.DefenseStack:
         return defenses.from_names(names, dropout=self.dropout_rate, dp=self.dp,

@@ -116,16 +116,37 @@ def test_tfds_source_with_mock_data():
     assert ds.y_train.dtype == np.int32
 
 
-def test_auto_falls_back_to_embedded_when_tfds_fails(monkeypatch, caplog):
+def test_auto_falls_back_to_embedded_when_tfds_fails_and_says_why_in_one_line(monkeypatch,
+                                                                               caplog):
     monkeypatch.delenv("JGI_DATA_DIR", raising=False)
 
     def offline(info, download=True):
         raise data.DataError("tensorflow-datasets could not provide 'mnist' (offline).")
 
     monkeypatch.setattr(datasets, "load_tfds", offline)
-    ds = data.load("mnist")
+    with caplog.at_level("WARNING"):
+        ds = data.load("mnist")
     assert ds.source == "embedded"
-    assert "offline" in caplog.text
+    assert ds.skipped == ("tfds (tensorflow-datasets could not provide 'mnist' (offline))",)
+    line = ds.describe()
+    assert "\n" not in line and line.startswith("mnist from embedded")
+    assert line.endswith("skipped tfds (tensorflow-datasets could not provide 'mnist' "
+                         "(offline))")
+    assert not caplog.records  # no warnings: the one line says it
+
+
+def test_an_unprepared_tfds_copy_is_skipped_without_third_party_warnings(monkeypatch,
+                                                                         tmp_path, capfd):
+    """Offline with an empty tfds folder (as on a fresh machine): one reason, no absl noise."""
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.delenv("JGI_DATA_DIR", raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "tfds_server_reachable", lambda: False)
+    ds = data.load("mnist")
+    assert ds.source == "embedded" and len(ds.skipped) == 1
+    assert ds.skipped[0].startswith("tfds (")
+    err = capfd.readouterr().err
+    assert "Variant folder" not in err and "WARNING" not in err
 
 
 def test_normalisation_round_trip_and_bounds(mnist_sample):

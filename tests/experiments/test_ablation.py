@@ -59,6 +59,13 @@ def test_bad_flags_are_refused_with_the_valid_choices(tmp_path, capsys):
     assert "--victims must be >= 1" in capsys.readouterr().err
 
 
+def test_an_unused_defense_setting_out_of_range_is_still_refused(tmp_path, capsys):
+    assert ablation.main(["--prune-rate=1.5", "--defenses=none", f"--out={tmp_path}"]) == 2
+    assert "--prune-rate) is a pruning fraction in [0, 1), got 1.5" in capsys.readouterr().out
+    assert ablation.main(["--dp-sigma=-1", f"--out={tmp_path}"]) == 2
+    assert "noise_multiplier must be >= 0" in capsys.readouterr().out
+
+
 def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
     code = ablation.main([f"--data-dir={tmp_path / 'nowhere'}", f"--out={tmp_path}"])
     assert code == 2

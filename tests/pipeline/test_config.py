@@ -1,5 +1,7 @@
 """Run configs, presets and the named random streams."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -27,3 +29,14 @@ def test_presets_set_the_scale_and_bad_settings_are_refused():
         pipeline.AblationConfig(labels="guess")
     with pytest.raises(ValueError, match="victims must be >= 1"):
         pipeline.AblationConfig(victims=0)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("prune_rate", 1.5, "prune_rate (--prune-rate) is a pruning fraction in [0, 1), got 1.5"),
+    ("dropout_rate", -0.1, "dropout_rate (--dropout-rate) is a dropout rate in [0, 1)"),
+    ("prune_rate", float("nan"), "got nan"),
+    ("victim_client", 10, "one of the 10 clients (0 to 9), got 10"),
+])
+def test_defense_settings_are_checked_even_when_no_stack_uses_them(field, value, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        pipeline.AblationConfig(stacks=((),), **{field: value})
