@@ -61,6 +61,7 @@ def build_config(args: argparse.Namespace) -> AblationConfig:
         dataset=args.dataset, stacks=parse_stacks(args.defenses),
         seeds=args.seeds if args.seeds is not None else preset["seeds"],
         fedavg=None if args.no_utility else fed, privacy=not args.no_privacy,
+        fedavg_data_cap=preset.get("fedavg_data_cap"),
         attack=args.attack,
         victims=args.victims if args.victims is not None else preset["victims"],
         seed=args.seed, labels=args.labels, dropout_rate=args.dropout_rate,

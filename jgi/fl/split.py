@@ -37,6 +37,18 @@ class FederatedSplit:
     def num_clients(self) -> int:
         return self.train_idx.shape[0]
 
+    def capped(self, train: int | None, val: int | None) -> "FederatedSplit":
+        """The first ``train`` / ``val`` indices of every client (None: all).
+
+        Each client's share is already a random permutation, so its first indices are
+        a random subset of it (the smoke preset trains on little data this way).
+        """
+        for name, value in (("train", train), ("val", val)):
+            if value is not None and value < 1:
+                raise ValueError(f"A cap on each client's {name} data must be >= 1 or None, "
+                                 f"got {value}.")
+        return FederatedSplit(train_idx=self.train_idx[:, :train], val_idx=self.val_idx[:, :val])
+
 
 def iid_split(key: jax.Array, num_examples: int, num_clients: int = 10,
               val_fraction: float = 0.1) -> FederatedSplit:

@@ -41,6 +41,9 @@ class AblationConfig:
       num_clients, val_fraction, victim_client: the federated split (paper: 10, 0.1, 0).
       ig: the attack's hyperparameters.
       fedavg: federated-training settings for the utility columns, or None to skip them.
+      fedavg_data_cap: (train images per client, validation images per client, test
+        images) the utility rows use at most, or None for all (the smoke preset caps
+        them, whatever the data source).
       privacy: run the attacks (False: utility only).
       preset: the preset the settings came from (recorded only).
       data_dir, data_source, verify: where the data come from.
@@ -64,6 +67,7 @@ class AblationConfig:
     victim_client: int = 0
     ig: ig.IGConfig = ig.IGConfig()
     fedavg: fedavg.FedAvgConfig | None = None
+    fedavg_data_cap: tuple[int, int, int] | None = None
     privacy: bool = True
     preset: str = "paper"
     data_dir: str | None = None
@@ -89,6 +93,10 @@ class AblationConfig:
                 named = f"{name} ({flag})" if flag else name
                 raise ValueError(f"{named} is {what} in [0, 1), got {value}; it is "
                                  "checked even when no stack uses it.")
+        if self.fedavg_data_cap is not None and (
+                len(self.fedavg_data_cap) != 3 or min(self.fedavg_data_cap) < 1):
+            raise ValueError("fedavg_data_cap is (train per client, validation per client, "
+                             f"test images), each >= 1, or None; got {self.fedavg_data_cap}.")
         if not 0 <= self.victim_client < self.num_clients:
             raise ValueError(f"victim_client must name one of the {self.num_clients} clients "
                              f"(0 to {self.num_clients - 1}), got {self.victim_client}.")
@@ -109,11 +117,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"victims": 32, "ig": ig.IGConfig(),
             "fedavg": fedavg.FedAvgConfig(rounds=20, patience=5), "seeds": 1},
     # Minutes on 2 CPU cores: 8 victims, a compressed schedule (plateau after 100
-    # iterations, at most 1,000); 2 FedAvg rounds. Reconstructions are recognisable but
-    # not converged; accuracies are far from trained.
+    # iterations, at most 1,000); 2 FedAvg rounds on at most 180 training and 20
+    # validation images per client and 500 test images (the embedded sample's sizes),
+    # whatever the data source. Reconstructions are recognisable but not converged;
+    # accuracies are far from trained.
     "smoke": {"victims": 8, "ig": ig.IGConfig(max_iters=1000, plateau_patience=100,
                                              stop_patience=400, chunk_size=100),
-              "fedavg": fedavg.FedAvgConfig(rounds=2, patience=2), "seeds": 1},
+              "fedavg": fedavg.FedAvgConfig(rounds=2, patience=2), "seeds": 1,
+              "fedavg_data_cap": (180, 20, 500)},
 }
 
 

@@ -84,7 +84,7 @@ def attack_identity(config: AblationConfig, dataset: data.Dataset, model: models
 def utility_identity(config: AblationConfig, dataset: data.Dataset, model: models.Model,
                      stack: defenses.DefenseStack) -> dict:
     """Everything that decides a utility row's numbers."""
-    return {
+    identity = {
         "kind": "utility", "model": model.describe(), "dataset": config.dataset,
         "defenses": stack.describe(), "seed": config.seed, "num_clients": config.num_clients,
         "val_fraction": config.val_fraction,
@@ -94,6 +94,9 @@ def utility_identity(config: AblationConfig, dataset: data.Dataset, model: model
         "data": {"source": dataset.source, "n_train": int(len(dataset.y_train)),
                  "n_test": int(len(dataset.y_test))},
     }
+    if config.fedavg_data_cap is not None:  # absent without a cap: older row ids hold
+        identity["data"]["cap"] = list(config.fedavg_data_cap)
+    return identity
 
 
 def _provenance(config: AblationConfig, dataset: data.Dataset, identity: dict) -> dict:
@@ -121,13 +124,22 @@ def utility_row(config: AblationConfig, dataset: data.Dataset, normalized: np.nd
     keys = RunKeys(config.seed)
     split = fl.iid_split(keys.split, len(dataset.y_train), config.num_clients,
                          config.val_fraction)
+    x_test, y_test = dataset.x_test, dataset.y_test
+    cap_note = ""
+    if config.fedavg_data_cap is not None:
+        train_cap, val_cap, test_cap = config.fedavg_data_cap
+        split = split.capped(train_cap, val_cap)
+        x_test, y_test = x_test[:test_cap], y_test[:test_cap]
+        cap_note = (f" (capped by the {config.preset} preset: at most {train_cap} training and "
+                    f"{val_cap} validation images per client, {test_cap} test images)")
     cdata = fedavg.client_data(normalized, dataset.y_train, split)
-    x_test = jnp.asarray(data.normalize(dataset.x_test, info))
-    y_test = jnp.asarray(dataset.y_test)
+    x_test = jnp.asarray(data.normalize(x_test, info))
+    y_test = jnp.asarray(y_test)
     fcfg = config.fedavg
     say(f"fedavg: {config.num_clients} clients x {cdata.y_train.shape[1]} training images, "
-        f"up to {fcfg.rounds} rounds (patience {fcfg.patience}), {model.name} ({info.name}), "
-        f"defenses {stack.names or 'none'}, device {device_description()}")
+        f"{len(y_test)} test images{cap_note}, up to {fcfg.rounds} rounds (patience "
+        f"{fcfg.patience}), {model.name} ({info.name}), defenses {stack.names or 'none'}, "
+        f"device {device_description()}")
     checkpoint = fedavg_checkpoint(workdir / "checkpoints" / rid)
     result = fedavg.train(model, stack, cdata, x_test, y_test, keys.fedavg, fcfg,
                           progress=(f"fedavg {'+'.join(stack.names) or 'none'}"

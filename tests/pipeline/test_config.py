@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jgi import pipeline
+from jgi.fl import fedavg
 
 
 def test_named_streams_are_distinct_and_reproducible():
@@ -40,3 +41,26 @@ def test_presets_set_the_scale_and_bad_settings_are_refused():
 def test_defense_settings_are_checked_even_when_no_stack_uses_them(field, value, says):
     with pytest.raises(ValueError, match=re.escape(says)):
         pipeline.AblationConfig(stacks=((),), **{field: value})
+
+
+@pytest.mark.slow
+def test_smoke_fedavg_trains_on_capped_data_with_the_full_reference_files(
+        reference_data_dir, tmp_path, monkeypatch, capsys):
+    seen = []
+    real_train = pipeline.rows.fedavg.train
+
+    def recording_train(model, stack, data, x_test, y_test, *args, **kwargs):
+        seen.append((data.x_train.shape, data.x_val.shape, x_test.shape))
+        return real_train(model, stack, data, x_test, y_test, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.rows.fedavg, "train", recording_train)
+    config = pipeline.preset_config(
+        "smoke", privacy=False, data_dir=str(reference_data_dir), data_source="dir",
+        fedavg=fedavg.FedAvgConfig(rounds=1, patience=1),
+        progress=False)
+    (row,) = pipeline.run(config, tmp_path)
+    ((train, val, test),) = seen
+    assert train[:2] == (10, 180) and val[:2] == (10, 20) and test[0] == 500
+    assert row.config["data"]["n_train"] == 60_000  # the full reference file was loaded
+    assert row.config["data"]["cap"] == [180, 20, 500]
+    assert "capped by the smoke preset: at most 180 training" in capsys.readouterr().out
