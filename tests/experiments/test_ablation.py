@@ -197,3 +197,38 @@ def test_a_folder_another_run_is_writing_to_is_refused(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Another run (pid" in printed and "different output folder" in printed
     assert not (out / "results.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_long_fedavg_round_ends_the_process_within_seconds(reference_data_dir,
+                                                                         tmp_path):
+    """A ViT round on the full CIFAR-10 clients (10 x 4,500 images) runs for minutes in XLA;
+    after SIGTERM the command reports the interrupt and is gone within seconds. Measured
+    on 2 cores: 0.2 s; without ``_exit_now`` the process computed on for 461 s."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "JGI_DATA_DIR": str(reference_data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.ablation", "--model=vit", "--dataset=cifar10",
+         "--preset=cpu", "--no-privacy", "--rounds=1", "--no-progress",
+         f"--out={tmp_path / 'run'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("fedavg:"):
+            break
+    assert lines and lines[-1].startswith("fedavg:"), "".join(lines)
+    time.sleep(45)  # compiled, and inside the first round (which lasts minutes)
+    assert proc.poll() is None, "the round ended before the signal: the test needs a longer one"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest and "Rerun the same command to resume" in rest
+    assert took < 10, f"the process took {took:.0f} s to end after SIGTERM"
