@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jgi.defenses.dp import ClippedSum, PerExample
+
 
 def _check(fraction: float) -> None:
     if not 0.0 <= fraction < 1.0:
@@ -95,7 +97,7 @@ def prune_by_magnitude(fraction: float) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         del params
-        if isinstance(updates, tuple) and hasattr(updates, "_fields"):
+        if isinstance(updates, (PerExample, ClippedSum)):
             raise ValueError(f"Pruning acts on the client's update, not on a "
                              f"{type(updates).__name__}; average (or privatise) the "
                              "per-example gradients before it (defenses.gradient_transform).")

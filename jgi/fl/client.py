@@ -188,3 +188,8 @@ def sample_victim_randomness(key: jax.Array, model: Model, params: Params,
 
 def one_hot(y: jax.Array, num_classes: int) -> jax.Array:
     return jax.nn.one_hot(y, num_classes, dtype=jnp.float32)
+
+
+def num_classes(model: Model, params: Params) -> int:
+    """The model's number of classes: the last axis of its classifier's parameters."""
+    return jax.tree.leaves(params[model.classifier])[0].shape[-1]

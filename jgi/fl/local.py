@@ -41,7 +41,7 @@ import optax
 
 from jgi.defenses import input_encoding
 from jgi.defenses.stack import DefenseStack
-from jgi.fl.client import client_loss, client_update, one_hot, sample_randomness
+from jgi.fl.client import client_loss, client_update, num_classes, one_hot, sample_randomness
 from jgi.models.interface import Model, Params
 
 OptimizerName = Literal["sgd", "adam"]
@@ -176,10 +176,7 @@ def make_local_training(model: Model, stack: DefenseStack, local: LocalTraining,
             mixing = input_encoding.sample_mixing(
                 jax.random.fold_in(key, ENCODING_STREAM), encoding, idx.shape[0],
                 num_samples, input_shape)
-            # The classifier's bias (and kernel) end in the number of classes.
-            nc = jax.tree.leaves(params[model.classifier])[0].shape[-1]
-            y_soft = y if y.ndim == 2 else one_hot(y, nc)
-            xb, yb = input_encoding.encode(xb, y_soft[idx], x, y_soft, mixing)
+            xb, yb = input_encoding.encode(xb, yb, x, y, mixing)  # y: soft labels (run)
         randomness = sample_randomness(key, model, params, stack, input_shape, idx.shape[0])
         loss = client_loss(model, params, xb, yb, randomness.model)
         update = client_update(model, params, xb, yb, randomness, stack)
@@ -207,6 +204,8 @@ def make_local_training(model: Model, stack: DefenseStack, local: LocalTraining,
         return (params, opt_state, x, y), (jnp.sum(losses) + last) / (full + 1)
 
     def run(params: Params, opt_state, x, y, key):
+        if encoding is not None and y.ndim == 1:  # mixing needs one-hot labels, once
+            y = one_hot(y, num_classes(model, params))
         (params, opt_state, _, _), losses = jax.lax.scan(
             epoch, (params, opt_state, x, y), jax.random.split(key, local.epochs))
         return params, opt_state, jnp.mean(losses)

@@ -24,8 +24,8 @@ from flax import struct
 
 from jgi.defenses.stack import NO_DEFENSE, DefenseStack
 from jgi.defenses import input_encoding
-from jgi.fl.client import (ClientRandomness, client_update, one_hot, sample_randomness,
-                           victim_updates)
+from jgi.fl.client import (ClientRandomness, client_update, num_classes, one_hot,
+                           sample_randomness, victim_updates)
 from jgi.fl.local import ONE_STEP, LocalTraining, make_local_training
 from jgi.models.interface import Model, Params
 
@@ -144,7 +144,7 @@ def observe_victims(model: Model, params: Params, x: jax.Array, y: jax.Array,
             raise ValueError(f"The stack encodes its inputs ({stack.encoding.kind}): pass "
                              "pool=(client images, labels) and encoding_key=.")
         pool_x, pool_y = pool
-        nc = jax.tree.leaves(params[model.classifier])[0].shape[-1]
+        nc = num_classes(model, params)
         mixing = input_encoding.sample_mixing(encoding_key, stack.encoding, x.shape[0],
                                               pool_y.shape[0], tuple(x.shape[1:]))
         x, y = input_encoding.encode(x, one_hot(y, nc), pool_x, one_hot(pool_y, nc), mixing)
