@@ -19,12 +19,15 @@ from jgi.models.cnn import cnn
 from jgi.models.interface import Model, Noise, Params, no_noise
 from jgi.models.mlp import mlp
 from jgi.models.resnet import resnet18
+from jgi.models.study import convnet3, study_cnn
 from jgi.models.vit import vit
 
 MODELS: dict[str, Callable[..., Model]] = {
     "cnn": cnn,
     "mlp": mlp,
     "resnet18": resnet18,
+    "study_cnn": study_cnn,
+    "convnet3": convnet3,
     "vit": vit,
 }
 
@@ -46,4 +49,5 @@ def get(name: str, **options: Any) -> Model:
     return factory(**options)
 
 
-__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "get", "mlp", "no_noise", "resnet18", "vit"]
+__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "convnet3", "get", "mlp", "no_noise",
+           "resnet18", "study_cnn", "vit"]
