@@ -4,7 +4,8 @@
 - :mod:`~jgi.fl.local`: a client's local training (:class:`LocalTraining`).
 - :mod:`~jgi.fl.observation`: the server's :class:`Observation` of a client.
 - :mod:`~jgi.fl.fedavg`: federated averaging over clients (model utility).
-- :mod:`~jgi.fl.split`: the IID split and the victim set.
+- :mod:`~jgi.fl.split`: the IID split and the victim set; the study's IID and
+  Dirichlet(beta) splits with a held-out part per client (:class:`ClientShares`).
 """
 
 from jgi.fl.client import (
@@ -19,10 +20,12 @@ from jgi.fl.client import (
 )
 from jgi.fl.local import ONE_STEP, LocalTraining, make_local_training
 from jgi.fl.observation import Observation, observe, observe_victims
-from jgi.fl.split import FederatedSplit, iid_split, sample_victims
+from jgi.fl.split import (ClientShares, FederatedSplit, dirichlet_split, iid_shares, iid_split,
+                          sample_victims)
 
 __all__ = [
     "ClientRandomness",
+    "ClientShares",
     "LocalTraining",
     "ONE_STEP",
     "Observation",
@@ -36,6 +39,8 @@ __all__ = [
     "client_loss",
     "client_update",
     "cross_entropy",
+    "dirichlet_split",
+    "iid_shares",
     "iid_split",
     "sample_victims",
     "victim_updates",
