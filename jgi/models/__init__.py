@@ -16,6 +16,7 @@ import inspect
 from typing import Any, Callable
 
 from jgi.models.cnn import cnn
+from jgi.models.imprint import imprinted
 from jgi.models.interface import Model, Noise, Params, no_noise
 from jgi.models.mlp import mlp
 from jgi.models.resnet import resnet18
@@ -24,6 +25,7 @@ from jgi.models.vit import vit
 
 MODELS: dict[str, Callable[..., Model]] = {
     "cnn": cnn,
+    "imprint": imprinted,
     "mlp": mlp,
     "resnet18": resnet18,
     "study_cnn": study_cnn,
