@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from jgi import data, defenses, models, pipeline, results
+from jgi.fl import fedavg
 from jgi.attacks import ATTACKS
 from jgi.pipeline import PRESETS, AblationConfig, parse_model_options, parse_stacks
 
@@ -62,14 +63,27 @@ def build_config(args: argparse.Namespace) -> AblationConfig:
         dataset=args.dataset, stacks=parse_stacks(args.defenses),
         seeds=args.seeds if args.seeds is not None else preset["seeds"],
         fedavg=None if args.no_utility else fed, privacy=not args.no_privacy,
-        fedavg_data_cap=preset.get("fedavg_data_cap"),
+        fedavg_data_cap=(args.fedavg_data_cap if args.fedavg_data_cap is not None
+                         else preset.get("fedavg_data_cap")),
         attack=args.attack,
         victims=args.victims if args.victims is not None else preset["victims"],
         seed=args.seed, labels=args.labels, dropout_rate=args.dropout_rate,
         dp=defenses.DPConfig(clip_norm=args.dp_clip, noise_multiplier=args.dp_sigma),
         prune_rate=args.prune_rate, ig=attack_cfg, preset=args.preset,
         data_dir=args.data_dir, data_source=args.data_source, verify=not args.no_verify,
-        progress=not args.no_progress)
+        progress=not args.no_progress, checkpoint_seconds=args.checkpoint_seconds,
+        fedavg_piece_steps=args.piece_steps)
+
+
+def _data_cap(text: str) -> tuple[int, int, int]:
+    try:
+        cap = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        cap = ()
+    if len(cap) != 3 or min(cap) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected three positive integers TRAIN,VAL,TEST such as 180,20,500, got {text!r}")
+    return cap
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -129,13 +143,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 check of reference data files")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--fedavg-data-cap", type=_data_cap, default=None,
+                        metavar="TRAIN,VAL,TEST",
+                        help="at most TRAIN training and VAL validation images per client "
+                             "and TEST test images in FedAvg (the smoke preset: 180,20,500)")
+    parser.add_argument("--piece-steps", type=int, default=fedavg.PIECE_STEPS,
+                        help="local steps per piece of a FedAvg round; the run can stop and "
+                             f"save between pieces (default {fedavg.PIECE_STEPS}; results do "
+                             "not depend on it)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=60.0,
+                        help="save a running attack's or FedAvg run's state at most this "
+                             "often (default 60; an interrupt saves at once)")
     parser.add_argument("--out", default=None,
                         help="output folder (default runs/<model>_<dataset>_<preset>)")
     args = parser.parse_args(argv)
     if args.no_utility and args.no_privacy:
         parser.error("--no-utility and --no-privacy together leave nothing to run")
     for flag in ("victims", "max_iters", "chunk_size", "seeds", "rounds", "patience",
-                 "client_batch"):
+                 "client_batch", "piece_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
@@ -166,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         _print(f"\ninterrupted. Finished rows are in {out / 'results.jsonl'}; the running "
-               f"attack (or FedAvg run, at round ends) is checkpointed about every minute under "
+               f"attack or FedAvg run is checkpointed (every --checkpoint-seconds, and at the "
+               f"interrupt for FedAvg) under "
                f"{out / 'checkpoints'}. "
                f"Rerun the same command to resume.")
         return 130

@@ -100,7 +100,24 @@ class AttackCheckpoint(PeriodicCheckpoint):
     """Checkpoint of an attack's runner state, named by its furthest iteration."""
 
 
+PIECES_PER_ROUND_MAX = 1_000_000  # FedAvg step numbers: round * this + pieces done
+
+
 def fedavg_checkpoint(directory: str | Path, every_seconds: float = 60.0) -> PeriodicCheckpoint:
-    """Checkpoint of a FedAvg run's ``{"state", "history"}``, named by its round."""
-    return PeriodicCheckpoint(directory, every_seconds,
-                              step_of=lambda s: int(np.asarray(s["state"].round)))
+    """Checkpoint of a FedAvg run's ``{"state", "history"}``.
+
+    Named by ``round * PIECES_PER_ROUND_MAX + piece`` (the pieces of the running round
+    already done, 0 at a round boundary); :func:`fedavg_position` reads it back.
+    """
+    return PeriodicCheckpoint(
+        directory, every_seconds,
+        step_of=lambda s: (int(np.asarray(s["state"].round)) * PIECES_PER_ROUND_MAX
+                           + int(np.asarray(s["state"].piece))))
+
+
+def fedavg_position(step: int) -> str:
+    """Where a FedAvg checkpoint's step number stands, in words."""
+    rounds, piece = divmod(step, PIECES_PER_ROUND_MAX)
+    if piece == 0:
+        return f"after round {rounds}"
+    return f"in round {rounds + 1}, after {piece} piece(s) of its local training"

@@ -46,11 +46,13 @@ import optax
 
 from jgi.defenses.stack import NO_DEFENSE, DefenseStack
 from jgi.fl.client import cross_entropy
-from jgi.fl.local import LocalTraining, make_local_training
+from jgi.fl.local import (LocalTraining, Piece, local_pieces, make_local_piece,
+                          make_local_training)
 from jgi.fl.split import FederatedSplit
 from jgi.models.interface import Model, Params
 
 ADAM_STATES = ("persist", "reset")
+PIECE_STEPS = 8  # local steps per piece of a round (train checks for a stop between)
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -127,7 +129,13 @@ def client_data(x: np.ndarray, y: np.ndarray, split: FederatedSplit) -> ClientDa
 
 
 class FedAvgState(NamedTuple):
-    """Everything a round needs; a pytree of arrays (checkpointable)."""
+    """Everything a run needs, between two pieces of a round; a pytree of arrays
+    (checkpointable).
+
+    A round is cut into pieces of local steps (:func:`jgi.fl.local.local_pieces`);
+    ``piece`` counts those finished in the running round, whose clients' parameters so
+    far are ``client_params``. ``piece == 0`` is a round boundary.
+    """
 
     params: Params  # global parameters
     opt_state: Any  # per-client Adam state (leading client axis)
@@ -136,6 +144,10 @@ class FedAvgState(NamedTuple):
     best_val_loss: jax.Array
     rounds_since_best: jax.Array
     best_params: Params
+    piece: jax.Array  # pieces of the running round already done
+    round_key_data: jax.Array  # raw key data of the running round
+    client_params: Params  # per-client parameters within the running round
+    loss_sums: jax.Array  # (clients, epochs): each epoch's summed step losses so far
 
 
 class FedAvgResult(NamedTuple):
@@ -214,6 +226,51 @@ def make_round(model: Model, stack: DefenseStack, config: FedAvgConfig,
     return round_fn
 
 
+def _stacked(params: Params, num_clients: int) -> Params:
+    """``params`` repeated on a leading client axis."""
+    return jax.tree.map(lambda p: jnp.broadcast_to(p, (num_clients,) + p.shape), params)
+
+
+def make_pieces(model: Model, stack: DefenseStack, config: FedAvgConfig,
+                input_shape: tuple[int, ...], n_train: int, num_clients: int,
+                pieces: tuple[Piece, ...]):
+    """``(index, client_params, opt_state, x_train, y_train, round_key) -> (client_params,
+    opt_state, loss sums)``: piece ``index`` of a round for every client.
+
+    The round of :func:`make_round` cut into ``pieces``
+    (:func:`jgi.fl.local.local_pieces`), each one compiled call ``vmap``-ed over the
+    client axis (``config.client_batch`` clients at a time when set) with the clients'
+    keys of the round as :func:`make_round` splits them; pieces of the same length share
+    one compilation. The loss sums are per client, over the piece's steps.
+    """
+    local = config.local_training()
+    compiled = {}
+
+    def build(piece: Piece):
+        one = make_local_piece(model, stack, local, input_shape, n_train, piece)
+
+        def run(client_params, opt_state, x_train, y_train, key, epoch, start):
+            keys = jax.random.split(key, num_clients)
+            if config.client_batch is None or config.client_batch >= num_clients:
+                return jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))(
+                    client_params, opt_state, x_train, y_train, keys, epoch, start)
+            return jax.lax.map(lambda c: one(*c, epoch, start),
+                               (client_params, opt_state, x_train, y_train, keys),
+                               batch_size=config.client_batch)
+
+        return jax.jit(run)
+
+    def run_piece(index, client_params, opt_state, x_train, y_train, key):
+        piece = pieces[index]
+        shape = (piece.length, piece.last)
+        if shape not in compiled:
+            compiled[shape] = build(piece)
+        return compiled[shape](client_params, opt_state, x_train, y_train, key,
+                               jnp.asarray(piece.epoch), jnp.asarray(piece.start))
+
+    return run_piece
+
+
 @functools.lru_cache(maxsize=16)
 def _batch_metrics(model: Model):
     """One compiled (summed loss, correct count) per model, reused by every evaluation.
@@ -249,7 +306,9 @@ def evaluate(model: Model, params: Params, x: jax.Array, y: jax.Array,
 def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array,
           y_test: jax.Array, key: jax.Array, config: FedAvgConfig = FedAvgConfig(), *,
           progress: bool | str = True, checkpoint=None,
-          on_round: Callable[[int, dict], None] | None = None) -> FedAvgResult:
+          on_round: Callable[[int, dict], None] | None = None,
+          on_piece: Callable[[int, int], None] | None = None,
+          piece_steps: int = PIECE_STEPS) -> FedAvgResult:
     """Trains a randomly initialised global model with FedAvg.
 
     Args:
@@ -261,8 +320,13 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
       config: :class:`FedAvgConfig`.
       progress: tqdm bar over rounds (a string is its description).
       checkpoint: optional :func:`jgi.checkpointing.fedavg_checkpoint`; the state is
-        restored from it and saved between rounds.
+        restored from it, saved between pieces of a round when due, and saved at once
+        when the run is interrupted (KeyboardInterrupt, which is re-raised).
       on_round: called after every round with (round, metrics).
+      on_piece: called after every piece with (round, pieces done in it).
+      piece_steps: local steps per piece: every client's local training runs in pieces
+        of this many steps, between which the run checks for a stop request and may
+        save; the result does not depend on it.
 
     Returns:
       :class:`FedAvgResult`.
@@ -270,13 +334,19 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
     start = time.perf_counter()
     num_clients, n_train = data.y_train.shape[:2]
     input_shape = tuple(data.x_train.shape[2:])
+    local = config.local_training()
+    pieces = local_pieces(local, n_train, piece_steps)
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, input_shape)
     opt_state = client_opt_states(config, params, num_clients)
+    clients = _stacked(params, num_clients)
     state = FedAvgState(params=params, opt_state=opt_state,
                         key_data=jax.random.key_data(k_train), round=jnp.asarray(0),
                         best_val_loss=jnp.asarray(jnp.inf, jnp.float32),
-                        rounds_since_best=jnp.asarray(0), best_params=params)
+                        rounds_since_best=jnp.asarray(0), best_params=params,
+                        piece=jnp.asarray(0), round_key_data=jax.random.key_data(k_train),
+                        client_params=clients,
+                        loss_sums=jnp.zeros((num_clients, local.epochs), jnp.float32))
     history = {"train_loss": [], "val_loss": [], "test_accuracy": []}
     if checkpoint is not None:
         restored = checkpoint.restore({"state": state, "history": _history_arrays(history,
@@ -284,10 +354,10 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
         state = restored["state"]
         history = _history_lists(restored["history"], int(state.round))
 
-    round_step = jax.jit(make_round(model, stack, config, input_shape, n_train, num_clients))
-
-    def round_fn(params, opt_state, key):
-        return round_step(params, opt_state, data.x_train, data.y_train, key)
+    run_piece = make_pieces(model, stack, config, input_shape, n_train, num_clients, pieces)
+    steps_per_epoch = sum(p.length for p in pieces if p.epoch == 0)
+    weights = jnp.full((num_clients,), 1.0 / num_clients)
+    average = jax.jit(lambda c: jax.tree.map(lambda p: jnp.tensordot(weights, p, axes=1), c))
 
     bar = None
     if progress:
@@ -297,14 +367,42 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
     stopped_early = False
     trained_rounds = timed_rounds = 0
     train_seconds = 0.0
+
+    def save():
+        checkpoint.save({"state": state, "history": _history_arrays(history, config)})
+
     try:
         while int(state.round) < config.rounds:
-            if int(state.rounds_since_best) >= config.patience:
-                stopped_early = True
-                break
-            key, sub = jax.random.split(jax.random.wrap_key_data(state.key_data))
+            if int(state.piece) == 0:
+                if int(state.rounds_since_best) >= config.patience:
+                    stopped_early = True
+                    break
+                next_key, sub = jax.random.split(jax.random.wrap_key_data(state.key_data))
+                opt = (client_opt_states(config, state.params, num_clients)
+                       if config.adam_state == "reset" else state.opt_state)
+                state = state._replace(
+                    key_data=jax.random.key_data(next_key),
+                    round_key_data=jax.random.key_data(sub), opt_state=opt,
+                    client_params=_stacked(state.params, num_clients),
+                    loss_sums=jnp.zeros_like(state.loss_sums))
             t0 = time.perf_counter()
-            params, opt_state, train_loss = round_fn(state.params, state.opt_state, sub)
+            round_key = jax.random.wrap_key_data(state.round_key_data)
+            for index in range(int(state.piece), len(pieces)):
+                client_params, opt_state, loss = run_piece(
+                    index, state.client_params, state.opt_state, data.x_train, data.y_train,
+                    round_key)
+                jax.block_until_ready(client_params)
+                epoch = pieces[index].epoch
+                state = state._replace(
+                    client_params=client_params, opt_state=opt_state,
+                    loss_sums=state.loss_sums.at[:, epoch].add(loss),
+                    piece=jnp.asarray(index + 1))
+                if on_piece is not None:
+                    on_piece(int(state.round), index + 1)
+                if checkpoint is not None and checkpoint.due():
+                    save()
+            params = average(state.client_params)
+            train_loss = jnp.mean(state.loss_sums / steps_per_epoch)
             jax.block_until_ready(params)
             if trained_rounds > 0 or int(state.round) + 1 >= config.rounds:
                 # The first round of a process includes compilation; it is left out of
@@ -319,16 +417,15 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
             val_loss = float(np.float32(np.mean(val_losses)))
             _, accuracy = evaluate(model, params, x_test, y_test, config.eval_batch_size)
             improved = val_loss < float(state.best_val_loss)
-            state = FedAvgState(
-                params=params, opt_state=opt_state, key_data=jax.random.key_data(key),
-                round=state.round + 1,
+            history["train_loss"].append(float(train_loss))
+            history["val_loss"].append(val_loss)
+            history["test_accuracy"].append(accuracy)
+            state = state._replace(
+                params=params, round=state.round + 1, piece=jnp.asarray(0),
                 best_val_loss=jnp.asarray(val_loss if improved else state.best_val_loss,
                                           jnp.float32),
                 rounds_since_best=jnp.asarray(0 if improved else int(state.rounds_since_best) + 1),
                 best_params=params if improved else state.best_params)
-            history["train_loss"].append(float(train_loss))
-            history["val_loss"].append(val_loss)
-            history["test_accuracy"].append(accuracy)
             metrics = {"train_loss": float(train_loss), "val_loss": val_loss,
                        "test_accuracy": accuracy}
             if on_round is not None:
@@ -337,9 +434,14 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test: jax.Array
                 bar.set_postfix(acc=f"{accuracy:.4f}", val=f"{val_loss:.4f}", refresh=False)
                 bar.update(1)
             if checkpoint is not None and checkpoint.due():
-                checkpoint.save({"state": state, "history": _history_arrays(history, config)})
+                save()
         else:
             stopped_early = int(state.rounds_since_best) >= config.patience
+    except KeyboardInterrupt:
+        # Keep what is finished: the last whole piece (at most one piece is redone).
+        if checkpoint is not None:
+            save()
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -366,5 +468,5 @@ def _history_lists(arrays: dict, rounds: int) -> dict[str, list[float]]:
     return {k: [float(a) for a in np.asarray(v)[:rounds]] for k, v in arrays.items()}
 
 
-__all__ = ["ADAM_STATES", "ClientData", "FedAvgConfig", "FedAvgResult", "FedAvgState",
-           "NO_DEFENSE", "client_data", "evaluate", "inference_noise", "train"]
+__all__ = ["ADAM_STATES", "PIECE_STEPS", "ClientData", "FedAvgConfig", "FedAvgResult",
+           "FedAvgState", "NO_DEFENSE", "client_data", "evaluate", "inference_noise", "train"]

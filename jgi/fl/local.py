@@ -33,7 +33,7 @@ ENCODING_STREAM)``, its encoding.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -144,22 +144,48 @@ ONE_STEP = LocalTraining(epochs=1, batch_size=None, shares="gradient")
 """The core paper's victim update: one step on the client's batch, sharing the gradient."""
 
 
-def make_local_training(model: Model, stack: DefenseStack, local: LocalTraining,
-                        input_shape: tuple[int, ...], num_samples: int, round_index: int = 0):
-    """``(params, opt_state, x, y, key) -> (params, opt_state, mean loss)`` for one client.
+class Piece(NamedTuple):
+    """A run of consecutive local steps inside one epoch (see :func:`local_pieces`).
 
-    Args:
-      model: the model, with the stack's model-level defenses built in.
-      stack: the client's defenses (act inside every step).
-      local: the local training.
-      input_shape: (H, W, C) of one example.
-      num_samples: the client's number of training examples (the leading axis of ``x``).
-      round_index: the round (for the learning-rate decay).
+    Attributes:
+      epoch: the epoch (0-based).
+      start: the first full batch of the run.
+      length: number of steps.
+      last: whether the run is the epoch's last incomplete batch (one step).
+    """
 
-    Returns:
-      A jittable function; ``opt_state`` is ``local.optimizer_for(round_index).init``'s.
-      ``x`` are the client's (normalised) examples, ``y`` int or soft labels. The mean
-      loss is the mean over steps of each batch's training loss before its step.
+    epoch: int
+    start: int
+    length: int
+    last: bool = False
+
+
+def local_pieces(local: LocalTraining, num_samples: int, steps: int) -> tuple[Piece, ...]:
+    """A client's local training cut into runs of at most ``steps`` steps, in order.
+
+    Running them one after another with :func:`make_local_piece` gives the same
+    parameters as :func:`make_local_training` in one call; between two pieces a caller
+    can check for a stop request and keep what is finished (FedAvg does).
+    """
+    if steps < 1:
+        raise ValueError(f"A piece of local training must hold >= 1 step, got {steps}.")
+    full, rest = local.steps_per_epoch(num_samples)
+    pieces = []
+    for epoch in range(local.epochs):
+        pieces += [Piece(epoch, s, min(steps, full - s)) for s in range(0, full, steps)]
+        if rest:
+            pieces.append(Piece(epoch, full, 1, last=True))
+    return tuple(pieces)
+
+
+def _local_parts(model: Model, stack: DefenseStack, local: LocalTraining,
+                 input_shape: tuple[int, ...], num_samples: int, round_index: int):
+    """The pieces both forms of local training are made of: ``(step, schedule, labels)``.
+
+    ``step(params, opt_state, x, y, idx, key)`` is one defended optimiser step on the
+    batch ``x[idx]``; ``schedule(epoch_key) -> (batches, step keys, last batch, its
+    key)`` is an epoch's order; ``labels(params, y)`` turns int labels into the one-hot
+    labels an input encoding mixes (once per local training or piece).
     """
     full, rest = local.steps_per_epoch(num_samples)
     b = local.batch(num_samples)
@@ -183,11 +209,44 @@ def make_local_training(model: Model, stack: DefenseStack, local: LocalTraining,
         updates, opt_state = tx.update(update, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    def epoch(carry, key):
-        params, opt_state, x, y = carry
+    def schedule(key):
         k_perm, k_steps = jax.random.split(key)
         order = jax.random.permutation(k_perm, num_samples)
-        batches = order[: full * b].reshape(full, b)
+        return (order[: full * b].reshape(full, b), jax.random.split(k_steps, full),
+                order[full * b:], jax.random.fold_in(k_perm, LAST_BATCH_STREAM))
+
+    def labels(params, y):
+        if encoding is not None and y.ndim == 1:  # mixing needs one-hot labels
+            return one_hot(y, num_classes(model, params))
+        return y
+
+    return step, schedule, labels
+
+
+def make_local_training(model: Model, stack: DefenseStack, local: LocalTraining,
+                        input_shape: tuple[int, ...], num_samples: int, round_index: int = 0):
+    """``(params, opt_state, x, y, key) -> (params, opt_state, mean loss)`` for one client.
+
+    Args:
+      model: the model, with the stack's model-level defenses built in.
+      stack: the client's defenses (act inside every step).
+      local: the local training.
+      input_shape: (H, W, C) of one example.
+      num_samples: the client's number of training examples (the leading axis of ``x``).
+      round_index: the round (for the learning-rate decay).
+
+    Returns:
+      A jittable function; ``opt_state`` is ``local.optimizer_for(round_index).init``'s.
+      ``x`` are the client's (normalised) examples, ``y`` int or soft labels. The mean
+      loss is the mean over steps of each batch's training loss before its step.
+    """
+    step, schedule, labels = _local_parts(model, stack, local, input_shape, num_samples,
+                                          round_index)
+    _, rest = local.steps_per_epoch(num_samples)
+
+    def epoch(carry, key):
+        params, opt_state, x, y = carry
+        batches, step_keys, last_idx, last_key = schedule(key)
 
         def scan_step(carry, inputs):
             params, opt_state = carry
@@ -196,18 +255,52 @@ def make_local_training(model: Model, stack: DefenseStack, local: LocalTraining,
             return (params, opt_state), loss
 
         (params, opt_state), losses = jax.lax.scan(
-            scan_step, (params, opt_state), (batches, jax.random.split(k_steps, full)))
+            scan_step, (params, opt_state), (batches, step_keys))
         if not rest:
             return (params, opt_state, x, y), jnp.mean(losses)
-        params, opt_state, last = step(params, opt_state, x, y, order[full * b:],
-                                       jax.random.fold_in(k_perm, LAST_BATCH_STREAM))
-        return (params, opt_state, x, y), (jnp.sum(losses) + last) / (full + 1)
+        params, opt_state, last = step(params, opt_state, x, y, last_idx, last_key)
+        return (params, opt_state, x, y), (jnp.sum(losses) + last) / (losses.shape[0] + 1)
 
     def run(params: Params, opt_state, x, y, key):
-        if encoding is not None and y.ndim == 1:  # mixing needs one-hot labels, once
-            y = one_hot(y, num_classes(model, params))
+        y = labels(params, y)  # once per local training, not in every step
         (params, opt_state, _, _), losses = jax.lax.scan(
             epoch, (params, opt_state, x, y), jax.random.split(key, local.epochs))
         return params, opt_state, jnp.mean(losses)
+
+    return run
+
+
+def make_local_piece(model: Model, stack: DefenseStack, local: LocalTraining,
+                     input_shape: tuple[int, ...], num_samples: int, piece: Piece,
+                     round_index: int = 0):
+    """``(params, opt_state, x, y, key, epoch, start) -> (params, opt_state, loss sum)``.
+
+    The steps of one :class:`Piece` of the local training that
+    :func:`make_local_training` runs whole, with the same ``key`` (the client's key of
+    the round) and the same randomness per step. ``epoch`` and ``start`` may be traced
+    (one compilation serves every piece of the same length); the loss sum is over the
+    piece's steps, each batch's loss before its step.
+    """
+    step, schedule, labels = _local_parts(model, stack, local, input_shape, num_samples,
+                                          round_index)
+
+    def run(params: Params, opt_state, x, y, key, epoch, start):
+        y = labels(params, y)
+        batches, step_keys, last_idx, last_key = schedule(
+            jax.random.split(key, local.epochs)[epoch])
+        if piece.last:
+            params, opt_state, loss = step(params, opt_state, x, y, last_idx, last_key)
+            return params, opt_state, loss
+        idx = jax.lax.dynamic_slice_in_dim(batches, start, piece.length)
+        keys = jax.lax.dynamic_slice_in_dim(step_keys, start, piece.length)
+
+        def scan_step(carry, inputs):
+            params, opt_state, total = carry
+            params, opt_state, loss = step(params, opt_state, x, y, *inputs)
+            return (params, opt_state, total + loss), None
+
+        (params, opt_state, total), _ = jax.lax.scan(
+            scan_step, (params, opt_state, jnp.zeros((), jnp.float32)), (idx, keys))
+        return params, opt_state, total
 
     return run

@@ -21,6 +21,9 @@ LabelMode = Literal["known", "idlg"]
 LABEL_MODES = ("known", "idlg")
 
 
+_PIECE_STEPS = fedavg.PIECE_STEPS  # (the class body's field ``fedavg`` shadows the module)
+
+
 @dataclasses.dataclass(frozen=True)
 class AblationConfig:
     """One ablation run's settings (defaults: the core paper's).
@@ -48,6 +51,11 @@ class AblationConfig:
       preset: the preset the settings came from (recorded only).
       data_dir, data_source, verify: where the data come from.
       progress: show progress bars.
+      checkpoint_seconds: how often a running attack or FedAvg run saves its state
+        (at most once per this many seconds; an interrupt saves at once). Does not
+        change any result.
+      fedavg_piece_steps: local steps per piece of a FedAvg round (the run checks for a
+        stop request and may save between pieces). Does not change any result.
     """
 
     model: str = "cnn"
@@ -74,8 +82,16 @@ class AblationConfig:
     data_source: str = "auto"
     verify: bool = True
     progress: bool = True
+    checkpoint_seconds: float = 60.0
+    fedavg_piece_steps: int = _PIECE_STEPS
 
     def __post_init__(self):
+        if self.fedavg_piece_steps < 1:
+            raise ValueError(f"fedavg_piece_steps (--piece-steps) must be >= 1, got "
+                             f"{self.fedavg_piece_steps}.")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds (--checkpoint-seconds) must be >= 0, got "
+                             f"{self.checkpoint_seconds}.")
         if self.labels not in LABEL_MODES:
             raise ValueError(f"Unknown label mode {self.labels!r}; valid: "
                              f"{', '.join(LABEL_MODES)}.")

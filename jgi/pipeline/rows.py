@@ -22,7 +22,7 @@ import numpy as np
 from jgi import data, defenses, fl, metrics, models, results
 from jgi.attacks import ATTACKS, STOP_REASONS, mimic
 from jgi.attacks.labels import idlg_labels
-from jgi.checkpointing import AttackCheckpoint, fedavg_checkpoint
+from jgi.checkpointing import AttackCheckpoint, fedavg_checkpoint, fedavg_position
 from jgi.fl import fedavg
 from jgi.pipeline.config import AblationConfig, RunKeys
 from jgi.records import AttackRow, UtilityRow
@@ -130,7 +130,7 @@ def utility_row(config: AblationConfig, dataset: data.Dataset, normalized: np.nd
         train_cap, val_cap, test_cap = config.fedavg_data_cap
         split = split.capped(train_cap, val_cap)
         x_test, y_test = x_test[:test_cap], y_test[:test_cap]
-        cap_note = (f" (capped by the {config.preset} preset: at most {train_cap} training and "
+        cap_note = (f" (capped: at most {train_cap} training and "
                     f"{val_cap} validation images per client, {test_cap} test images)")
     cdata = fedavg.client_data(normalized, dataset.y_train, split)
     x_test = jnp.asarray(data.normalize(x_test, info))
@@ -140,13 +140,13 @@ def utility_row(config: AblationConfig, dataset: data.Dataset, normalized: np.nd
         f"{len(y_test)} test images{cap_note}, up to {fcfg.rounds} rounds (patience "
         f"{fcfg.patience}), {model.name} ({info.name}), defenses {stack.names or 'none'}, "
         f"device {device_description()}")
-    checkpoint = fedavg_checkpoint(workdir / "checkpoints" / rid)
+    checkpoint = fedavg_checkpoint(workdir / "checkpoints" / rid, config.checkpoint_seconds)
     result = fedavg.train(model, stack, cdata, x_test, y_test, keys.fedavg, fcfg,
                           progress=(f"fedavg {'+'.join(stack.names) or 'none'}"
                                     if config.progress else False),
-                          checkpoint=checkpoint)
+                          checkpoint=checkpoint, piece_steps=config.fedavg_piece_steps)
     if checkpoint.restored_step is not None:
-        say(f"resumed from the checkpoint after round {checkpoint.restored_step}")
+        say(f"resumed from the checkpoint {fedavg_position(checkpoint.restored_step)}")
     row = UtilityRow(
         row_id=rid, model=config.model, dataset=config.dataset,
         defenses=tuple(stack.names), encoding=_encoding(stack), seed=config.seed,
@@ -189,7 +189,7 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
         f"{config.victim_client}, {model.name} ({info.name}), defenses "
         f"{stack.names or 'none'}, up to {cfg.max_iters} iterations, "
         f"device {device_description()}")
-    checkpoint = AttackCheckpoint(workdir / "checkpoints" / rid)
+    checkpoint = AttackCheckpoint(workdir / "checkpoints" / rid, config.checkpoint_seconds)
     result = mimic.reconstruct_observation(
         model, observation, labels, keys.attack, stack, knowledge, cfg,
         input_shape=info.image_shape, bounds=data.input_bounds(info),

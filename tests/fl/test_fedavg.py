@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from jgi import defenses, fl, models
-from jgi.checkpointing import fedavg_checkpoint, PeriodicCheckpoint
+from jgi.checkpointing import PeriodicCheckpoint, fedavg_checkpoint, fedavg_position
 from jgi.fl import fedavg
 
 SHAPE = (12, 12, 1)
@@ -91,9 +91,65 @@ def test_interrupted_training_resumes_to_the_same_history(tmp_path):
                      checkpoint=Stop(tmp_path / "ck", step_of=fedavg_checkpoint("x").step_of))
     ckpt = fedavg_checkpoint(tmp_path / "ck")
     resumed = fedavg.train(*args, progress=False, checkpoint=ckpt)
-    assert ckpt.restored_step == 2
+    assert fedavg_position(ckpt.restored_step) == "after round 2"
     assert resumed.history == full.history
     jax.tree.map(np.testing.assert_array_equal, resumed.params, full.params)
+
+
+def test_a_round_interrupted_between_pieces_resumes_where_it_stopped(tmp_path):
+    # 2 epochs x 2 batches = 4 local steps per round, one piece each: the interrupt after
+    # piece 3 of round 2 keeps those pieces; the rerun does only the last one of round 2.
+    model = models.get("cnn", channels=(4, 8))
+    cfg = fedavg.FedAvgConfig(rounds=2, local_epochs=2, batch_size=16, patience=10)
+    args = (model, defenses.NO_DEFENSE, _data(), *_test_set(), jax.random.key(0), cfg)
+    full = fedavg.train(*args, progress=False)
+    done = []
+
+    def stop_in_round_2(round_index, pieces):
+        done.append((round_index, pieces))
+        if (round_index, pieces) == (1, 3):
+            raise KeyboardInterrupt
+
+    ckpt = fedavg_checkpoint(tmp_path / "ck", every_seconds=1e9)  # saved by the interrupt
+    with pytest.raises(KeyboardInterrupt):
+        fedavg.train(*args, progress=False, checkpoint=ckpt, piece_steps=1,
+                     on_piece=stop_in_round_2)
+    assert done == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 1), (1, 2), (1, 3)]
+    ckpt = fedavg_checkpoint(tmp_path / "ck")
+    rest = []
+    resumed = fedavg.train(*args, progress=False, checkpoint=ckpt, piece_steps=1,
+                           on_piece=lambda r, p: rest.append((r, p)))
+    assert fedavg_position(ckpt.restored_step) == ("in round 2, after 3 piece(s) of its "
+                                                   "local training")
+    assert rest == [(1, 4)]
+    # Pieces of 1 step and of the default 8 steps (the whole round here): same run.
+    np.testing.assert_allclose(resumed.history["train_loss"], full.history["train_loss"],
+                               rtol=1e-6)
+    assert resumed.history["test_accuracy"] == full.history["test_accuracy"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 resumed.params, full.params)
+
+
+def test_a_round_in_pieces_equals_the_round_in_one_call():
+    model = models.get("cnn", channels=(4, 8))
+    cfg = fedavg.FedAvgConfig(local_epochs=2, batch_size=16)
+    data = _data()
+    params = model.init(jax.random.key(0), SHAPE)
+    opt_state = fedavg.client_opt_states(cfg, params, 3)
+    whole, _, loss = jax.jit(fedavg.make_round(model, defenses.NO_DEFENSE, cfg, SHAPE, 32, 3))(
+        params, opt_state, data.x_train, data.y_train, jax.random.key(1))
+    pieces = fl.local.local_pieces(cfg.local_training(), 32, 3)
+    assert [(p.epoch, p.start, p.length) for p in pieces] == [(0, 0, 2), (1, 0, 2)]
+    run_piece = fedavg.make_pieces(model, defenses.NO_DEFENSE, cfg, SHAPE, 32, 3, pieces)
+    clients, sums = fedavg._stacked(params, 3), 0.0
+    for index in range(len(pieces)):
+        clients, opt_state, piece_loss = run_piece(index, clients, opt_state, data.x_train,
+                                                   data.y_train, jax.random.key(1))
+        sums += piece_loss
+    averaged = jax.tree.map(lambda p: p.mean(0), clients)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 averaged, whole)
+    np.testing.assert_allclose(float(sums.mean() / 4), float(loss), rtol=1e-6)
 
 
 def test_inference_noise_is_deterministic_identity():
