@@ -4,6 +4,8 @@
 - :mod:`~jgi.fl.local`: a client's local training (:class:`LocalTraining`).
 - :mod:`~jgi.fl.observation`: the server's :class:`Observation` of a client.
 - :mod:`~jgi.fl.fedavg`: federated averaging over clients (model utility).
+- :mod:`~jgi.fl.federation`: the FedAvg leakage study's federation (Dirichlet clients of
+  unequal sizes, SGD with lr decay, held-out accuracy) with a server-side attack hook.
 - :mod:`~jgi.fl.split`: the IID split and the victim set; the study's IID and
   Dirichlet(beta) splits with a held-out part per client (:class:`ClientShares`).
 """
