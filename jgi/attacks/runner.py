@@ -86,12 +86,23 @@ class Problem(NamedTuple):
         that ``optax.contrib.reduce_on_plateau`` works in the chain.
       project: ``(candidate, victim, context) -> candidate`` after each step (box
         constraints, mask clamping).
+      needs_value_fn: also call ``update`` with ``grad=`` (the gradient at the candidate)
+        and ``value_fn=`` (``candidate -> loss``: the objective at this step's victim,
+        context and key), as optimisers with a line search or inner iterations need
+        (``optax.lbfgs``, :mod:`jgi.attacks.lbfgs`).
+      restart_on_nan: when the loss or its gradient at the candidate is not finite, the
+        next candidate is the best one so far and the optimiser's state starts afresh
+        (``optimizer.init(best)``) instead of the optimiser's step from the NaN point.
+        The step counts as an iteration without improvement, so a victim that keeps
+        failing is stopped by ``patience`` or ``max_iters``.
     """
 
     init: Callable[[jax.Array, Victim, Context], Candidate]
     objective: Callable[[Candidate, Victim, Context, jax.Array], tuple[jax.Array, Any]]
     optimizer: optax.GradientTransformationExtraArgs
     project: Callable[[Candidate, Victim, Context], Candidate]
+    needs_value_fn: bool = False
+    restart_on_nan: bool = False
 
 
 class RunnerState(NamedTuple):
@@ -174,10 +185,22 @@ def _step_parts(problem: Problem, stopping: StoppingRule):
         best = _tree_where(improved, state.candidate, state.best)
         best_loss = jnp.where(improved, loss, state.best_loss)
         since_best = jnp.where(improved, 0, state.since_best + 1)
+        extra = {}
+        if problem.needs_value_fn:
+            # The key the gradient half used: the objective is the same function there.
+            _, sub = jax.random.split(jax.random.wrap_key_data(state.key_data))
+            extra = {"grad": grad,
+                     "value_fn": lambda c: problem.objective(c, victim, context, sub)[0]}
         updates, opt_state = problem.optimizer.update(
-            grad, state.opt_state, state.candidate, value=loss)
+            grad, state.opt_state, state.candidate, value=loss, **extra)
         candidate = problem.project(optax.apply_updates(state.candidate, updates), victim,
                                     context)
+        if problem.restart_on_nan:
+            finite = jnp.isfinite(loss)
+            for leaf in jax.tree.leaves(grad):
+                finite = finite & jnp.all(jnp.isfinite(leaf))
+            candidate = _tree_where(finite, candidate, best)
+            opt_state = _tree_where(finite, opt_state, problem.optimizer.init(best))
         iteration = state.iteration + 1
         reason = jnp.where(
             best_loss < stopping.loss_below, 1,

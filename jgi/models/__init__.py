@@ -18,6 +18,7 @@ from typing import Any, Callable
 from jgi.models.cnn import cnn
 from jgi.models.imprint import imprinted
 from jgi.models.interface import Model, Noise, Params, no_noise
+from jgi.models.lenet import lenet
 from jgi.models.mlp import mlp
 from jgi.models.resnet import resnet18
 from jgi.models.study import convnet3, study_cnn
@@ -26,6 +27,7 @@ from jgi.models.vit import vit
 MODELS: dict[str, Callable[..., Model]] = {
     "cnn": cnn,
     "imprint": imprinted,
+    "lenet": lenet,
     "mlp": mlp,
     "resnet18": resnet18,
     "study_cnn": study_cnn,
@@ -51,5 +53,5 @@ def get(name: str, **options: Any) -> Model:
     return factory(**options)
 
 
-__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "convnet3", "get", "mlp", "no_noise",
-           "resnet18", "study_cnn", "vit"]
+__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "convnet3", "get", "lenet", "mlp",
+           "no_noise", "resnet18", "study_cnn", "vit"]
