@@ -22,6 +22,7 @@ the caveats in :mod:`jgi.fl.secure`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -207,8 +208,15 @@ def lagrange_matrix(from_points: list[int], to_points: list[int],
     """``M[j, k] = l_k(to_j)``: the Lagrange basis of ``from_points`` at ``to_points``.
 
     A polynomial of degree < len(from_points) with values ``v`` at ``from_points`` has
-    values ``M @ v`` at ``to_points`` (mod ``prime``).
+    values ``M @ v`` at ``to_points`` (mod ``prime``). Cached (read-only result): every
+    client of a run encodes with the same matrix.
     """
+    return _lagrange_matrix(tuple(from_points), tuple(to_points), prime)
+
+
+@functools.lru_cache(maxsize=64)
+def _lagrange_matrix(from_points: tuple[int, ...], to_points: tuple[int, ...],
+                     prime: int) -> np.ndarray:
     m = np.zeros((len(to_points), len(from_points)), np.int64)
     for j, t in enumerate(to_points):
         for k, fk in enumerate(from_points):
@@ -218,6 +226,7 @@ def lagrange_matrix(from_points: list[int], to_points: list[int],
                     num = num * (t - fi) % prime
                     den = den * (fk - fi) % prime
             m[j, k] = num * pow(den, -1, prime) % prime
+    m.flags.writeable = False
     return m
 
 
