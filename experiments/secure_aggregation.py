@@ -17,7 +17,19 @@ line per row (``--json``):
   image each (labels given): the sum is, up to the scale IG's cosine distance ignores,
   the gradient of a batch of N images, so IG optimises a batch of N dummies; each
   reconstruction is matched to an original by the best one-to-one assignment of SSIM
-  (Hungarian), and the table gives the mean and best SSIM over the N images.
+  (Hungarian), and the table gives the mean and best SSIM over the N images. With
+  ``--labels=cycle`` (default) the clients' labels cycle through the classes, so up
+  to 10 clients the last layer's gradient keeps each image in its own class's row;
+  ``--labels=same`` gives every client an image of class 0.
+- ``rtf``: Robbing the Fed (``jgi.attacks.rtf``; a malicious server that puts a
+  100-bin imprint block, gain 1, in front of the MLP) on the SecAgg sum of N clients'
+  one-image gradients: the recovery is linear in the update, so the sum hides nothing
+  from it; every image alone in its brightness bin comes back.
+- ``fedavg``: FedAvg (``--fedavg-clients`` IID clients of ``--fedavg-samples``
+  training images, Adam lr 1e-3, batch 32, ``--fedavg-rounds`` rounds) through each of
+  ``--fedavg-schemes`` (:mod:`jgi.fl.secure.fedavg`) against ``jgi.fl.fedavg.train``
+  from the same key: test accuracy after every round (first 1,000 test images) and
+  the largest parameter difference at the end.
 - ``dropouts``: SecAgg (N = 10, threshold t = 6) with 0..5 clients dropping before the
   masked input and before unmasking: which rounds finish, which refuse.
 
@@ -41,15 +53,19 @@ from jax.flatten_util import ravel_pytree
 from scipy.optimize import linear_sum_assignment
 
 from jgi import data, metrics, models
-from jgi.attacks import ig, runner
+from jgi.attacks import ig, rtf, runner
 from jgi.attacks.distances import DISTANCES
 from jgi.attacks.regularizers import total_variation
-from jgi.fl import victim_updates
+from jgi.defenses import NO_DEFENSE
+from jgi.fl import fedavg, iid_split, victim_updates
 from jgi.fl.client import ClientRandomness, client_update
-from jgi.fl.secure import (Dropouts, ProtocolError, SecureAggregation, he, secagg,
+from jgi.models import imprint
+from jgi.fl.secure import (SCHEMES, Dropouts, ProtocolError, SecureAggregation, he, secagg,
                            secure_sum)
+from jgi.fl.secure import fedavg as secure_fedavg
 
-PARTS = ("single", "aggregate", "dropouts")
+PARTS = ("single", "aggregate", "rtf", "dropouts", "fedavg")
+RTF_BINS = 100  # NotEasy's number of imprint bins
 
 
 def batch_problem(model, input_shape, batch: int, config: ig.IGConfig) -> runner.Problem:
@@ -93,12 +109,16 @@ def _setup(args):
     info = dataset.info
     model = models.get(args.model)
     params = model.init(jax.random.key(args.seed), info.image_shape)
-    # Distinct images from the test split, labels cycling through the classes.
+    # Distinct images from the test split, labels cycling through the classes (or all
+    # of class 0 with --labels=same).
     order = np.argsort(dataset.y_test, kind="stable")
     per_class = [order[dataset.y_test[order] == c] for c in range(info.num_classes)]
     need = max(args.clients_list + [1])
-    idx = np.array([per_class[i % info.num_classes][i // info.num_classes]
-                    for i in range(need)])
+    if args.labels == "same":  # every client's image of class 0
+        idx = per_class[0][:need]
+    else:
+        idx = np.array([per_class[i % info.num_classes][i // info.num_classes]
+                        for i in range(need)])
     x01 = dataset.x_test[idx]
     x = np.asarray(data.normalize(x01, info), np.float32)
     y = np.asarray(dataset.y_test[idx], np.int32)
@@ -201,6 +221,69 @@ def part_aggregate(args, model, params, info, x01, x, y, bounds):
     return rows
 
 
+def part_rtf(args, dataset, info, x01, x, y):
+    """Robbing the Fed (``jgi.attacks.rtf``) through the SecAgg sum of N clients."""
+    mu, sd = imprint.brightness_statistics(
+        data.normalize(dataset.x_train[:500], info))  # the server's public estimate
+    model = imprint.imprint_model(models.get("mlp"), RTF_BINS, gain=1.0,
+                                  brightness_mean=mu, brightness_std=sd)
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(args.seed), info.image_shape)
+    thresholds = imprint.brightness_thresholds(RTF_BINS, "gaussian", mu, sd)
+    rows = []
+    for n in args.clients_list:
+        flat, unravel = _flat_gradients(model, params, x[:n], y[:n])
+        out = secure_sum(flat, SecureAggregation("secagg", seed=args.seed)) if n > 1 else None
+        total = flat[0] if out is None else out.total
+        recovery = rtf.recover(unravel(jnp.asarray(total, jnp.float32)), info.image_shape)
+        idx, _ = rtf.match(jnp.asarray(x[:n]), recovery)
+        recon = np.clip(np.asarray(data.denormalize(recovery.images[np.asarray(idx)], info)),
+                        0, 1)
+        s = metrics.ssim(x01[:n], recon)
+        bins = np.asarray(rtf.bins_of(thresholds, jnp.asarray(x[:n])))
+        alone = np.bincount(bins, minlength=RTF_BINS)[bins] == 1
+        rows.append({"part": "rtf", "clients": n, "scheme": "secagg" if out else "plaintext",
+                     "alone_in_bin": int(alone.sum()),
+                     "recovered_ssim_gt_0.9": int((s > 0.9).sum()),
+                     "ssim_mean": round(float(s.mean()), 3),
+                     "ssim_min_alone": round(float(s[alone].min()), 3) if alone.any() else None})
+    _emit(args, rows, ["clients", "scheme", "alone_in_bin", "recovered_ssim_gt_0.9",
+                       "ssim_mean", "ssim_min_alone"])
+    return rows
+
+
+def part_fedavg(args, dataset, info):
+    """FedAvg's test accuracy with each scheme against jgi.fl.fedavg's plaintext run."""
+    n_examples = args.fedavg_clients * args.fedavg_samples
+    split = iid_split(jax.random.key(args.seed), n_examples, args.fedavg_clients)
+    x_all = np.asarray(data.normalize(dataset.x_train[:n_examples], info), np.float32)
+    cd = fedavg.client_data(x_all, dataset.y_train[:n_examples], split)
+    x_test = jnp.asarray(data.normalize(dataset.x_test[:1000], info), jnp.float32)
+    y_test = jnp.asarray(dataset.y_test[:1000])
+    model = models.get(args.model)
+    cfg = fedavg.FedAvgConfig(rounds=args.fedavg_rounds, batch_size=32, patience=10**6)
+    key = jax.random.key(args.seed)
+    t0 = time.perf_counter()
+    ref = fedavg.train(model, NO_DEFENSE, cd, x_test, y_test, key, cfg, progress=False)
+    rows = [{"part": "fedavg", "scheme": "jgi.fl.fedavg (reference)",
+             "accuracy_per_round": [round(a, 4) for a in ref.history["test_accuracy"]],
+             "max_param_diff": f"(best round {ref.best_round})",
+             "seconds": round(time.perf_counter() - t0, 1)}]
+    for scheme in args.fedavg_schemes:
+        if scheme in ("ckks", "paillier") and not he.available(scheme):
+            continue
+        t0 = time.perf_counter()
+        out = secure_fedavg.train(model, NO_DEFENSE, cd, x_test, y_test, key, cfg,
+                                  SecureAggregation(scheme, seed=args.seed))
+        diff = max(float(jnp.abs(a - b).max()) for a, b in
+                   zip(jax.tree.leaves(out.params), jax.tree.leaves(ref.params), strict=True))
+        rows.append({"part": "fedavg", "scheme": scheme,
+                     "accuracy_per_round": [round(a, 4) for a in out.history["test_accuracy"]],
+                     "max_param_diff": float(f"{diff:.3g}"),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+    _emit(args, rows, ["scheme", "accuracy_per_round", "max_param_diff", "seconds"])
+    return rows
+
+
 def part_dropouts(args):
     n, t, d = 10, 6, 1000
     rng = np.random.default_rng(args.seed)
@@ -229,6 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mnist", choices=sorted(data.DATASETS))
     parser.add_argument("--clients", default="1,2,4,8,16", help="N for the aggregate part")
     parser.add_argument("--iters", type=int, default=1000, help="IG iterations per run")
+    parser.add_argument("--labels", default="cycle", choices=("cycle", "same"),
+                        help="clients' images cycle through the classes, or all of class 0")
+    parser.add_argument("--fedavg-clients", type=int, default=10)
+    parser.add_argument("--fedavg-samples", type=int, default=200,
+                        help="training examples per client (10 %% kept for validation)")
+    parser.add_argument("--fedavg-rounds", type=int, default=3)
+    parser.add_argument("--fedavg-schemes", default="plaintext,secagg,lightsecagg,ckks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="also print one JSON line a row")
     parser.add_argument("--data-dir", default=None)
@@ -247,23 +337,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         print(f"error: --clients takes positive integers, e.g. 1,2,4, got {args.clients!r}.")
         return 2
+    args.fedavg_schemes = [x for x in args.fedavg_schemes.split(",") if x]
+    if set(args.fedavg_schemes) - set(SCHEMES):
+        print(f"error: --fedavg-schemes takes a subset of {', '.join(SCHEMES)}.")
+        return 2
     if args.iters < 1:
         print(f"error: --iters must be >= 1, got {args.iters}.")
         return 2
     if "dropouts" in parts:
         part_dropouts(args)
-    if {"single", "aggregate"} & set(parts):
+    if {"single", "aggregate", "rtf", "fedavg"} & set(parts):
         try:
             setup = _setup(args)
         except data.DataError as e:
             print(f"error: {e}")
             return 2
-        _, info, model, params, x01, x, y, bounds = setup
-        print(f"{args.model} on {info.name}, IG {args.iters} iterations, seed {args.seed}\n")
+        dataset, info, model, params, x01, x, y, bounds = setup
+        print(f"{args.model} on {info.name}, IG {args.iters} iterations, labels "
+              f"{args.labels}, seed {args.seed}\n")
         if "single" in parts:
             part_single(args, model, params, info, x01, x, y, bounds)
         if "aggregate" in parts:
             part_aggregate(args, model, params, info, x01, x, y, bounds)
+        if "rtf" in parts:
+            part_rtf(args, dataset, info, x01, x, y)
+        if "fedavg" in parts:
+            part_fedavg(args, dataset, info)
     return 0
 
 

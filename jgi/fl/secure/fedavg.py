@@ -88,7 +88,7 @@ def make_client_updates(model: Model, stack: DefenseStack, config: FedAvgConfig,
 def train(model: Model, stack: DefenseStack, data: ClientData, x_test, y_test,
           key: jax.Array, config: FedAvgConfig | None = None,
           aggregation: SecureAggregation | None = None, *,
-          dropouts: Callable[[int], Dropouts] | None = None,
+          dropouts: Callable[[int], Dropouts] | None = None, evaluate_every: int = 1,
           on_round: Callable[[int, dict], None] | None = None) -> SecureFedAvgResult:
     """FedAvg whose server aggregates with ``aggregation.scheme``.
 
@@ -98,12 +98,16 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test, y_test,
         ``config=None`` is ``FedAvgConfig()``.
       aggregation: :class:`~jgi.fl.secure.aggregate.SecureAggregation` (default SecAgg).
       dropouts: ``round -> Dropouts`` (0-based round), who drops out of each round.
+      evaluate_every: evaluate (validation loss, test accuracy) after every this many
+        rounds and after the last; 0 never (the history then holds NaN).
       on_round: called after every round with (round, metrics).
 
     Returns:
       :class:`SecureFedAvgResult`.
     """
     config = config or FedAvgConfig()
+    if evaluate_every < 0:
+        raise ValueError(f"evaluate_every must be >= 0, got {evaluate_every}.")
     aggregation = aggregation or SecureAggregation()
     num_clients, n_train = data.y_train.shape[:2]
     input_shape = tuple(data.x_train.shape[2:])
@@ -130,10 +134,12 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test, y_test,
         total = out.total / weights[contributors].sum()
         flat, _ = ravel_pytree(params)
         params = unravel(flat - jnp.asarray(total, flat.dtype))
-        val_loss = float(np.mean([evaluate(model, params, data.x_val[c], data.y_val[c],
-                                           config.eval_batch_size)[0]
-                                  for c in range(num_clients)]))
-        _, accuracy = evaluate(model, params, x_test, y_test, config.eval_batch_size)
+        val_loss = accuracy = float("nan")
+        if evaluate_every and ((r + 1) % evaluate_every == 0 or r + 1 == config.rounds):
+            val_loss = float(np.mean([evaluate(model, params, data.x_val[c], data.y_val[c],
+                                               config.eval_batch_size)[0]
+                                      for c in range(num_clients)]))
+            _, accuracy = evaluate(model, params, x_test, y_test, config.eval_batch_size)
         metrics = {"train_loss": float(loss), "val_loss": val_loss, "test_accuracy": accuracy,
                    "contributors": contributors}
         for k, v in metrics.items():
@@ -142,7 +148,7 @@ def train(model: Model, stack: DefenseStack, data: ClientData, x_test, y_test,
         errors.append(out.error_bound)
         if on_round is not None:
             on_round(r + 1, metrics)
-    best = int(np.argmin(history["val_loss"]))
+    best = int(np.argmin(np.where(np.isnan(history["val_loss"]), np.inf, history["val_loss"])))
     return SecureFedAvgResult(accuracy=history["test_accuracy"][best],
                               final_accuracy=history["test_accuracy"][-1], history=history,
                               params=params, costs=costs, max_abs_error=errors)

@@ -9,7 +9,7 @@ from jgi.fl import fedavg
 from jgi.fl.secure import Dropouts, SecureAggregation
 from jgi.fl.secure import fedavg as secure_fedavg
 
-SHAPE, C = (6, 6, 1), 4
+SHAPE, C = (4, 4, 1), 4
 
 
 def test_a_secagg_fedavg_round_equals_the_plaintext_round_within_the_quantisation_bound():
@@ -18,12 +18,11 @@ def test_a_secagg_fedavg_round_equals_the_plaintext_round_within_the_quantisatio
                              jax.random.randint(k[1], (C, 8), 0, 10),
                              jax.random.normal(k[2], (C, 4, *SHAPE)),
                              jax.random.randint(k[3], (C, 4), 0, 10))
-    model = models.get("mlp", width=8)
+    model = models.get("mlp", width=4)
     cfg = fedavg.FedAvgConfig(rounds=1, batch_size=8, optimizer_name="sgd", lr=0.5)
     key = jax.random.key(2)
-    x_test, y_test = data.x_val[0], data.y_val[0]  # the validation shape: one compilation
-    out = secure_fedavg.train(model, defenses.NO_DEFENSE, data, x_test, y_test, key, cfg,
-                              SecureAggregation("secagg", seed=0))
+    out = secure_fedavg.train(model, defenses.NO_DEFENSE, data, None, None, key, cfg,
+                              SecureAggregation("secagg", seed=0), evaluate_every=0)
     # jgi.fl.fedavg's own round from the same initialisation and round key.
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, SHAPE)
@@ -32,8 +31,6 @@ def test_a_secagg_fedavg_round_equals_the_plaintext_round_within_the_quantisatio
         jax.random.split(k_train)[1])
     err = np.abs(ravel_pytree(out.params)[0] - ravel_pytree(plain)[0]).max()
     assert 0 < err <= out.max_abs_error[0] + 1e-6  # bound 7.6e-6 (4 clients); measured 3e-6
-    _, accuracy = fedavg.evaluate(model, plain, x_test, y_test)
-    assert out.history["test_accuracy"] == [accuracy]
     assert out.costs[0]["client_bytes_sent"] > 4 * ravel_pytree(params)[0].size
 
 
