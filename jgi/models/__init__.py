@@ -16,6 +16,8 @@ import inspect
 from typing import Any, Callable
 
 from jgi.models.cnn import cnn
+from jgi.models.cnn6 import cnn6 as cnn6_model  # the name cnn6 stays the module
+from jgi.models.cnn6 import cnn6d
 from jgi.models.imprint import imprinted
 from jgi.models.interface import Model, Noise, Params, no_noise
 from jgi.models.lenet import lenet
@@ -26,6 +28,8 @@ from jgi.models.vit import vit
 
 MODELS: dict[str, Callable[..., Model]] = {
     "cnn": cnn,
+    "cnn6": cnn6_model,
+    "cnn6d": cnn6d,
     "imprint": imprinted,
     "lenet": lenet,
     "mlp": mlp,
