@@ -3,8 +3,8 @@
 A FedAvg client does not share a gradient: it trains E local epochs of
 ``ceil(n / B)`` minibatch steps (``floor`` with ``drop_last``), with its round's
 learning rate, momentum and weight decay, and shares ``W_0 - W_T``
-(:mod:`jgi.fl.local`). Multi-step IG (Geiping et al., NeurIPS 2020, section 6 "federated
-averaging"; the "not easy" study's IG runs) optimises dummy images so that the
+(:mod:`jgi.fl.local`). Multi-step IG (Geiping et al., NeurIPS 2020, its experiments on
+updates of several local steps; the "not easy" study's IG runs) optimises dummy images so that the
 attacker's simulation of that whole local training on the dummies, :func:`simulate`,
 gives the observed weight change: cosine distance between the simulated and the
 observed change, plus total variation, Adam on signed gradients with the box
