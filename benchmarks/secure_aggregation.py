@@ -15,12 +15,13 @@ update lengths are the parameter counts of ``--models`` at ``--shape`` (CNN 74,7
 ResNet-18 11,175,370 at 28x28x1) plus ``--lengths``; the inputs are Gaussian with
 standard deviation 1e-2 (costs do not depend on the values).
 
-``--dropout`` drops that fraction of the clients before the last stage (SecAgg's
-unmasking, LightSecAgg's aggregate-mask stage, HE's decryption; the server then
-reconstructs their masks). Combinations whose estimated work is over ``--budget``
-(seconds, from per-unit costs measured on 2 CPU cores) or memory over ``--max-gb`` are
-not run; they are listed with the estimate and the reason. Then FastSecAgg's cost model
-(:mod:`jgi.fl.secure.fastsecagg`: operation counts, not a run) for the same sizes.
+``--dropout`` drops that fraction of the clients before they send their masked or
+encrypted input (after the key stages: SecAgg's server then rebuilds their pairwise
+masks with every surviving neighbour; the sum is of the others). Combinations whose
+estimated work is over ``--budget`` (seconds, from per-unit costs measured on 2 CPU
+cores) or memory over ``--max-gb`` are not run; they are listed with the estimate and
+the reason. Then FastSecAgg's cost model (:mod:`jgi.fl.secure.fastsecagg`: operation
+counts, not a run) for the same sizes.
 """
 
 from __future__ import annotations
@@ -72,12 +73,13 @@ def estimate(scheme: str, n: int, d: int, paillier_bits: int) -> tuple[float, fl
 
 
 def dropouts_for(config: SecureAggregation, n: int, fraction: float) -> Dropouts:
+    """The last ``fraction`` of the clients drop before sending their input (for SecAgg
+    the costly case: the server rebuilds their pairwise masks with every surviving
+    neighbour)."""
     k = int(fraction * n)
     if k == 0 or config.scheme == "plaintext":
         return Dropouts()
-    stage = config.stages()[-1]
-    if config.scheme in ("ckks", "paillier"):
-        return Dropouts.at(stage, range(1, k + 1))  # the key holder (client 0) stays
+    stage = "encrypted_input" if config.scheme in ("ckks", "paillier") else "masked_input"
     return Dropouts.at(stage, range(n - k, n))
 
 
