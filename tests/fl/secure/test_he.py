@@ -51,3 +51,11 @@ def test_a_missing_backend_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_tenseal)
     with pytest.raises(he.MissingBackend, match="pip install tenseal"):
         he.make_keys(he.HEConfig("ckks", 2, 8))
+
+
+@pytest.mark.skipif(not he.available("ckks"), reason="tenseal is not installed")
+def test_ckks_run_ends_without_a_sum_when_the_key_holder_drops():
+    cfg = SecureAggregation("ckks")
+    keys = he.make_keys(cfg.protocol_config(3, 8))
+    with pytest.raises(ProtocolError, match="key holder .client 0. dropped"):
+        secure_sum(X[:, :8], cfg, Dropouts.at("decrypt", [0]), keys=keys)

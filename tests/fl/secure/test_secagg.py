@@ -132,3 +132,21 @@ def test_configs_say_what_is_wrong():
         lightsecagg.LightSecAggConfig(6, 8, privacy=4, target=4)
     with pytest.raises(ValueError, match="scheme must be one of"):
         SecureAggregation("secagg++")
+
+
+def test_secagg_plus_graph_is_k_regular_and_symmetric():
+    from jgi.fl.secure.primitives import RandomSource
+    graph = secagg.harary_graph(11, 4, RandomSource(0))
+    assert all(len(nb) == 4 and i not in nb for i, nb in enumerate(graph))
+    assert all(i in graph[j] for i, nb in enumerate(graph) for j in nb)
+
+
+def test_a_malformed_mask_key_share_is_caught_before_any_sum_is_released():
+    def corrupt(m):  # client 1 returns a wrong (but well-formed) share of dropped client 0
+        if m.stage == "unmask" and m.sender == 1 and m.payload["s_shares"]:
+            s = {j: bytes(66 - 1) + b"\x07" for j in m.payload["s_shares"]}
+            return dataclasses.replace(m, payload={**m.payload, "s_shares": s})
+        return m
+    cfg = _secagg(threshold=5)  # every survivor's share is needed
+    with pytest.raises(ProtocolError, match="inconsistent|do not reconstruct its advertised"):
+        secagg.run(X, cfg, Dropouts.at("masked_input", [0]), corrupt)
