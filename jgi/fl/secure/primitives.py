@@ -232,11 +232,17 @@ def _lagrange_matrix(from_points: tuple[int, ...], to_points: tuple[int, ...],
 
 def matmul_mod(m: np.ndarray, v: np.ndarray, prime: int = FIELD_PRIME) -> np.ndarray:
     """``(m @ v) mod prime`` for int64 ``m`` (rows, k) and ``v`` (k, length), entries in
-    ``[0, prime)``; each product is reduced before it is added (no int64 overflow)."""
-    out = np.zeros((m.shape[0], v.shape[1]), np.int64)
+    ``[0, prime)`` with ``prime < 2^31``: products are below ``2^62``, so three of them
+    and a reduced partial sum add up in uint64 without overflow; reduced every three."""
+    if prime >= 2**31:
+        raise ValueError(f"matmul_mod needs a prime below 2^31, got {prime}.")
+    m64, v64, p = m.astype(np.uint64), v.astype(np.uint64), np.uint64(prime)
+    out = np.zeros((m.shape[0], v.shape[1]), np.uint64)
     for k in range(m.shape[1]):
-        out = (out + (m[:, k:k + 1] * v[k][None, :]) % prime) % prime
-    return out
+        out += m64[:, k:k + 1] * v64[k][None, :]
+        if k % 3 == 2 or k == m.shape[1] - 1:
+            out %= p
+    return out.astype(np.int64)
 
 
 __all__ = ["FIELD_PRIME", "KEY_BYTES", "ProtocolError", "RandomSource", "SHAMIR_PRIME",
