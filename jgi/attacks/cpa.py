@@ -205,12 +205,14 @@ def align(originals: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.nd
     """Pairs each original with a source and puts the source on the image scale.
 
     Args:
-      originals: (B, H, W, C) images in [0, 1].
-      sources: (B, H, W, C) CPA's sources of the same batch.
+      originals: (N, H, W, C) images in [0, 1].
+      sources: (B, H, W, C) CPA's sources (B = N, or fewer when the client held more
+        images than the attack separated).
 
     Returns:
-      ``(images, correlations)``: (B, H, W, C) the matched sources, sign fixed and
-      min-max scaled to [0, 1], and each pair's absolute correlation.
+      ``(images, correlations)``: (N, H, W, C) the matched sources, sign fixed and
+      min-max scaled to [0, 1], and each pair's absolute correlation; an original left
+      without a source gets zeros and correlation 0.
     """
     o = np.asarray(originals, np.float64).reshape(len(originals), -1)
     s = np.asarray(sources, np.float64).reshape(len(sources), -1)
