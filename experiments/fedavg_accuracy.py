@@ -13,8 +13,8 @@ not converge).
 Presets (``--rounds``, ``--train-examples``, ``--clients`` override them):
 
 - ``paper``: the setting above on all 50,000 CIFAR-10 training images.
-- ``cpu``: the same federation on a seeded random subset of 4,000 training images
-  (Dirichlet over the subset, so clients keep unequal sizes and skewed labels) for 5
+- ``cpu``: the same federation on a seeded random subset of 2,000 training images
+  (Dirichlet over the subset, so clients keep unequal sizes and skewed labels) for 3
   rounds: minutes per model on 2 CPU cores.
 
 The test set is the dataset's; the offline CIFAR-10 file holds only the first 1,000 of
@@ -76,7 +76,7 @@ class Preset:
 
 PRESETS = {
     "paper": Preset(rounds=100, train_examples=None, eval_every=5),
-    "cpu": Preset(rounds=5, train_examples=4000),
+    "cpu": Preset(rounds=3, train_examples=2000),
 }
 
 

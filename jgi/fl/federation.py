@@ -108,6 +108,11 @@ class FederationConfig:
         example (the study's accuracy runs).
       eval_every: evaluate every this many rounds (and after the last).
       eval_batch_size: batch size of evaluation passes.
+      client_batch: how many clients of one size train at once under ``vmap`` (None:
+        all). 1 trains them one after another without ``vmap``: faster on CPU for
+        models with ``lax`` convolutions (a ``vmap`` over per-client kernels becomes a
+        grouped convolution); a lone client of its size always runs that way. The
+        results are the same up to float reassociation.
     """
 
     rounds: int = 100
@@ -117,8 +122,12 @@ class FederationConfig:
     augment: bool = False
     eval_every: int = 1
     eval_batch_size: int = 500
+    client_batch: int | None = None
 
     def __post_init__(self):
+        if self.client_batch is not None and self.client_batch < 1:
+            raise ValueError(f"FederationConfig.client_batch must be >= 1 or None (all "
+                             f"clients of a size at once), got {self.client_batch}.")
         for name in ("rounds", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FederationConfig.{name} must be >= 1, got "
@@ -218,12 +227,17 @@ def random_crop_flip(key: jax.Array, x: jax.Array, pad: int = 4) -> jax.Array:
 
 @functools.lru_cache(maxsize=256)
 def _group_training(model: Model, stack: DefenseStack, local: LocalTraining,
-                    input_shape: tuple[int, ...], num_samples: int, augment: bool):
+                    input_shape: tuple[int, ...], num_samples: int, augment: bool,
+                    client_batch: int | None = None):
     """Jitted ``(params, x, y, train_keys, aug_keys, round) -> (deltas, losses)``.
 
-    ``vmap`` over clients holding ``num_samples`` examples each: each runs
+    Over clients holding ``num_samples`` examples each (leading axis of ``x``): each runs
     :func:`jgi.fl.local.make_local_training` from ``params`` with a fresh optimiser
     state at the traced ``round`` (its learning rate), and returns ``W_t - W_k``.
+    ``client_batch`` clients at a time (``vmap``; None: all); one client at a time runs
+    without ``vmap`` (``lax.map``), which on CPU avoids the grouped convolutions that a
+    ``vmap`` over per-client kernels becomes (lax convolutions ran at 3 examples per
+    second that way against 80 unbatched, study CNN, 2 shared CPU cores).
     """
     def one(params, x, y, k_train, k_aug, round_index):
         if augment:
@@ -233,7 +247,19 @@ def _group_training(model: Model, stack: DefenseStack, local: LocalTraining,
         new_params, _, loss = train(params, opt_state, x, y, k_train)
         return jax.tree.map(jnp.subtract, params, new_params), loss
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None)))
+    def run(params, x, y, k_train, k_aug, round_index):
+        def each(args):
+            return one(params, *args, round_index)
+
+        clients = (x, y, k_train, k_aug)
+        if x.shape[0] == 1 or client_batch == 1:
+            return jax.lax.map(each, clients)
+        if client_batch is None or client_batch >= x.shape[0]:
+            return jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None))(params, *clients,
+                                                                    round_index)
+        return jax.lax.map(each, clients, batch_size=client_batch)
+
+    return jax.jit(run)
 
 
 _augment = jax.jit(random_crop_flip)
@@ -289,7 +315,8 @@ def run_round(model: Model, stack: DefenseStack, config: FederationConfig, clien
     targets = set(config.attack_clients)
     for n in sorted(set(sizes[participants].tolist())):
         group = [int(c) for c in participants if sizes[c] == n]
-        fn = _group_training(model, stack, config.local, input_shape, n, config.augment)
+        fn = _group_training(model, stack, config.local, input_shape, n, config.augment,
+                             config.client_batch)
         x = jnp.asarray(np.stack([clients.x_train[c] for c in group]))
         y = jnp.asarray(np.stack([clients.y_train[c] for c in group]))
         k_train = jnp.stack([keys[c][0] for c in group])
