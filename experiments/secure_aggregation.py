@@ -28,7 +28,7 @@ line per row (``--json``):
 - ``fedavg``: FedAvg (``--fedavg-clients`` IID clients of ``--fedavg-samples``
   training images, Adam lr 1e-3, batch 32, ``--fedavg-rounds`` rounds) through each of
   ``--fedavg-schemes`` (:mod:`jgi.fl.secure.fedavg`) against ``jgi.fl.fedavg.train``
-  from the same key: test accuracy after every round (first 1,000 test images) and
+  from the same key: test accuracy after every round (at most 1,000 test images) and
   the largest parameter difference at the end.
 - ``dropouts``: SecAgg (N = 10, threshold t = 6) with 0..5 clients dropping before the
   masked input and before unmasking: which rounds finish, which refuse.
