@@ -19,9 +19,9 @@ global model; the server sees ``W_0 - W_T``. On those updates:
 
 Labels: every attack gets the same label multiset, the true one (``--labels=true``) or
 Dimitrov's inferred counts (``--labels=dimitrov``), sorted by class; the oracle row gets
-the labels in the client's order. Each reconstruction set is matched to the client's
-``n`` images (Hungarian assignment on SSIM), and the table gives mean SSIM and PSNR over
-the matched pairs of all clients.
+the true labels in the client's order (an order oracle needs them). Each reconstruction
+set is matched to the client's ``n`` images (Hungarian assignment on SSIM), and the
+table gives mean SSIM and PSNR over the matched pairs of all clients.
 """
 
 from __future__ import annotations
