@@ -76,3 +76,26 @@ def test_multistep_ig_reconstructs_a_three_step_update(mnist_sample):
     ssim = pairs[rows, cols]
     # Measured (2 CPU cores, seed 3): 0.750 0.923.
     assert ssim.min() > 0.5, ssim
+
+
+def test_single_step_setup_with_one_dummy_is_igs_objective(mnist_sample):
+    info = mnist_sample.info
+    model = models.get("mlp", width=8)
+    params = model.init(jax.random.key(0), info.image_shape)
+    x = jnp.asarray(data.normalize(mnist_sample.x_train[:2], info))
+    y = jnp.asarray(mnist_sample.y_train[:2])
+    local = fl.LocalTraining(epochs=2, batch_size=1, lr=0.1)
+    cfg = ig.IGConfig(tv_weight=0.01)
+
+    def both(p):
+        obs = fl.observe(model, p, x, y, jax.random.key(1), local=local)
+        setup = multistep.single_step_setup(obs, 1)
+        ours, _ = multistep.objective(model, setup, cfg, x[:1], y[:1], obs.update, p,
+                                      jax.random.key(2))
+        theirs, _ = ig.image_objective(model, cfg, x[0], {"target": obs.update,
+                                                          "label": y[0]}, p,
+                                       fl.ClientRandomness())
+        return ours, theirs
+
+    ours, theirs = jax.jit(both)(params)
+    assert abs(float(ours) - float(theirs)) < 1e-5  # cosine ignores the lr factor
