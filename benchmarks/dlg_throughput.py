@@ -59,10 +59,11 @@ TORCH_MISSING = ("PyTorch is not importable here; torch-sequential is skipped (p
                  "torch --index-url https://download.pytorch.org/whl/cpu to run it).")
 
 
-def setup(victims: int, image_size: int, seed: int = 0):
-    """LeNet, params, one-step gradients of random images, the DLG problem and state."""
+def setup(victims: int, image_size: int, seed: int = 0, channels=(12, 12, 12),
+          strides=(2, 2, 1)):
+    """LeNet, params and one-step gradients of random images."""
     shape = (image_size, image_size, 3)
-    model = models.get("lenet")
+    model = models.get("lenet", channels=channels, strides=strides)
     params = model.init(jax.random.key(seed), shape)
     x = jax.random.uniform(jax.random.key(seed + 1), (victims, *shape))
     y = jnp.arange(victims, dtype=jnp.int32) % 10
@@ -103,27 +104,27 @@ def jgi_chunks(model, params, updates, shape, steps: int):
     return run_vmap, run_loop, np.asarray(first(state.candidate, victims)), state.candidate
 
 
-def torch_runner(params, updates, candidate, shape, steps: int):
+def torch_runner(params, updates, candidate, shape, steps: int, channels=(12, 12, 12),
+                 strides=(2, 2, 1)):
     """``(run, first_losses)``: PyTorch LBFGS one victim at a time, DLG's closure."""
-    h, w, _ = shape
-    convs, cin = [], 3
-    tensors = {}
-    for i, s in enumerate((2, 2, 1)):
-        conv = torch.nn.Conv2d(cin, 12, 5, stride=s, padding=2)
+    fh, fw, cin = shape
+    convs, tensors = [], {}
+    for i, (cout, s) in enumerate(zip(channels, strides, strict=True)):
+        fh, fw = (fh - 1) // s + 1, (fw - 1) // s + 1  # kernel 5, padding 2
+        conv = torch.nn.Conv2d(cin, cout, 5, stride=s, padding=2)
         conv.weight.data = torch.from_numpy(
             np.asarray(params[f"conv{i}"]["w"]).transpose(3, 2, 0, 1).copy())
         conv.bias.data = torch.from_numpy(np.asarray(params[f"conv{i}"]["b"]).copy())
         convs += [conv, torch.nn.Sigmoid()]
-        cin = 12
+        cin = cout
     body = torch.nn.Sequential(*convs)
-    fh, fw = -(-h // 4), -(-w // 4)
-    dense = torch.nn.Linear(12 * fh * fw, 10)
+    dense = torch.nn.Linear(cin * fh * fw, 10)
 
     def to_torch_dense(a):  # rows (h, w, c) -> (c, h, w), then (out, in)
         a = np.asarray(a)
         lead = a.shape[:-2]
-        a = a.reshape(*lead, fh, fw, 12, 10)
-        a = np.moveaxis(a, -2, -4).reshape(*lead, 12 * fh * fw, 10)
+        a = a.reshape(*lead, fh, fw, cin, 10)
+        a = np.moveaxis(a, -2, -4).reshape(*lead, cin * fh * fw, 10)
         return np.swapaxes(a, -1, -2).copy()
 
     dense.weight.data = torch.from_numpy(to_torch_dense(params["dense"]["w"]))
@@ -132,7 +133,7 @@ def torch_runner(params, updates, candidate, shape, steps: int):
     n = np.asarray(updates["dense"]["b"]).shape[0]
     for i in range(n):
         t = []
-        for j in range(3):
+        for j in range(len(channels)):
             t.append(torch.from_numpy(
                 np.asarray(updates[f"conv{j}"]["w"][i]).transpose(3, 2, 0, 1).copy()))
             t.append(torch.from_numpy(np.asarray(updates[f"conv{j}"]["b"][i]).copy()))
@@ -178,8 +179,8 @@ def torch_runner(params, updates, candidate, shape, steps: int):
 
 
 def measure(victims: int, steps: int, image_size: int, repeats: int, use_torch: bool,
-            loop_victims: int) -> list[dict]:
-    model, params, updates, shape = setup(victims, image_size)
+            loop_victims: int, channels=(12, 12, 12), strides=(2, 2, 1)) -> list[dict]:
+    model, params, updates, shape = setup(victims, image_size, 0, channels, strides)
     run_vmap, run_loop, jgi_first, candidate = jgi_chunks(model, params, updates, shape, steps)
     impls = {}
     t0 = time.perf_counter()
@@ -191,7 +192,8 @@ def measure(victims: int, steps: int, image_size: int, repeats: int, use_torch: 
     notes = []
     if use_torch and torch is not None:
         torch.set_num_threads(1)
-        run_torch, torch_first = torch_runner(params, updates, candidate, shape, steps)
+        run_torch, torch_first = torch_runner(params, updates, candidate, shape, steps,
+                                              channels, strides)
         np.testing.assert_allclose(torch_first, jgi_first, rtol=1e-3, atol=1e-6)
         nt = min(victims, loop_victims)
         t0 = time.perf_counter()
@@ -213,6 +215,7 @@ def measure(victims: int, steps: int, image_size: int, repeats: int, use_torch: 
         sec = statistics.median(times[name])
         rows.append({"impl": name, "victims": victims, "victims_timed": timed,
                      "steps": steps, "image_size": image_size,
+                     "channels": list(channels), "strides": list(strides),
                      "victim_steps_per_s": timed * steps / sec,
                      "evals_per_s": evals[name] / sec, "seconds": sec,
                      "first_call_s": compile_s, "torch_threads": 1 if "torch" in name else None,
@@ -243,13 +246,17 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop-victims", type=int, default=4,
                         help="victims PyTorch is timed on (its throughput is per victim)")
+    parser.add_argument("--channels", default="12,12,12", help="LeNet channels per conv")
+    parser.add_argument("--strides", default="2,2,1", help="LeNet strides per conv")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", action="store_true", help="JSON lines only")
     args = parser.parse_args(argv)
     if min(args.victims, args.steps, args.image_size, args.repeats, args.loop_victims) < 1:
         parser.error("victims, steps, image size, repeats and loop victims must be >= 1")
+    channels = tuple(int(v) for v in args.channels.split(","))
+    strides = tuple(int(v) for v in args.strides.split(","))
     rows = measure(args.victims, args.steps, args.image_size, args.repeats,
-                   not args.no_torch, args.loop_victims)
+                   not args.no_torch, args.loop_victims, channels, strides)
     if not args.json:
         print(table(rows) + "\n")
     for r in rows:

@@ -11,28 +11,31 @@ def _count(params):
     return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
 
 
+def _shapes(model, input_shape):
+    return jax.eval_shape(lambda key: model.init(key, input_shape), jax.random.key(0))
+
+
 def test_dlg_lenet_parameter_counts_and_uniform_init():
     model = models.get("lenet")
-    params = model.init(jax.random.key(0), (32, 32, 3))
+    shapes = _shapes(model, (32, 32, 3))
     # 3x(5x5 conv, 12 ch) + FC 768 -> 10: 912 + 3,612 + 3,612 + 7,690.
-    assert _count(params) == 15_826
-    assert params["dense"]["w"].shape == (768, 10)
+    assert _count(shapes) == 15_826
+    assert shapes["dense"]["w"].shape == (768, 10)
     # DLG's CIFAR-100 head: 768 -> 100.
-    assert _count(models.get("lenet", num_classes=100).init(jax.random.key(0),
-                                                            (32, 32, 3))) == 85_036
+    assert _count(_shapes(models.get("lenet", num_classes=100), (32, 32, 3))) == 85_036
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), (32, 32, 3))
     leaves = np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)])
     assert leaves.min() >= -0.5 and leaves.max() <= 0.5 and leaves.std() > 0.28  # U: 0.289
-    assert model.apply(params, jnp.zeros((2, 32, 32, 3)), {}).shape == (2, 10)
 
 
 def test_health_lenet_is_one_configuration_at_any_resolution():
     model = models.get("lenet", **HEALTH_OPTIONS)
     for size, features in ((64, 16 * 16 * 12), (40, 10 * 10 * 12)):
-        params = model.init(jax.random.key(0), (size, size, 3))
+        params = _shapes(model, (size, size, 3))
         assert params["dense"]["w"].shape == (features, 2)
         # 912 + 3 x 3,612 conv parameters, then FC features -> 2.
         assert _count(params) == 912 + 3 * 3_612 + features * 2 + 2
-    params = model.init(jax.random.key(0), (64, 64, 3))
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), (16, 16, 3))
     assert float(jnp.max(jnp.abs(params["conv0"]["b"]))) == 0.0  # He: zero biases
     w = np.asarray(params["conv1"]["w"])
     assert w.std() == pytest.approx(np.sqrt(2 / (25 * 12)), rel=0.05)
@@ -50,8 +53,8 @@ def test_options_are_validated():
 def test_same_function_as_dlgs_pytorch_lenet():
     torch = pytest.importorskip("torch")
     model = models.get("lenet", activation="relu")
-    params = model.init(jax.random.key(1), (16, 16, 3))
-    x = np.asarray(jax.random.uniform(jax.random.key(2), (2, 16, 16, 3)))
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(1), (16, 16, 3))
+    x = np.random.default_rng(2).uniform(size=(2, 16, 16, 3)).astype(np.float32)
     convs = []
     cin = 3
     for i, s in enumerate((2, 2, 1)):
@@ -65,5 +68,5 @@ def test_same_function_as_dlgs_pytorch_lenet():
     # PyTorch flattens (C, H, W); jgi (H, W, C).
     feats = h.permute(0, 2, 3, 1).flatten(1).detach().numpy()
     ref = feats @ np.asarray(params["dense"]["w"]) + np.asarray(params["dense"]["b"])
-    np.testing.assert_allclose(model.apply(params, jnp.asarray(x), {}), ref, rtol=1e-4,
-                               atol=1e-5)
+    ours = jax.jit(lambda p, x: model.apply(p, x, {}))(params, jnp.asarray(x))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
