@@ -9,7 +9,9 @@ global model; the server sees ``W_0 - W_T``. On those updates:
 
 - ``single-step``: jgi's IG on the update as if it were one gradient of ``n`` dummies
   (:func:`jgi.attacks.multistep.single_step_setup`);
-- ``study``: the "not easy" study's multi-step IG, E full-batch steps on ``n`` dummies
+- ``study``: the "not easy" study's multi-step IG, E full-batch steps on ``n`` dummies,
+  or ``--study-dummies`` of them (the study used 1-10 against hundreds of images; the
+  dummies then take labels spread evenly over the sorted label list)
   (:func:`~jgi.attacks.multistep.study_setup`);
 - ``consistent``: the client's own ``E * ceil(n / B)`` minibatch steps on ``n`` dummies,
   the attacker's fixed batch order (:func:`~jgi.attacks.multistep.consistent_setup`);
@@ -43,11 +45,13 @@ ATTACKS = ("single-step", "study", "consistent", "consistent+order", "dlf")
 
 
 def matched_scores(originals: np.ndarray, reconstructions: np.ndarray):
-    """SSIM and PSNR (n,) of the best one-to-one matching of reconstructions to images."""
-    n = originals.shape[0]
-    a = np.repeat(originals, n, 0)
+    """SSIM and PSNR of the best one-to-one matching of ``m`` reconstructions to ``n``
+    images (``min(n, m)`` pairs: with fewer dummies than images, each reconstruction is
+    scored against the image it resembles most among those not taken)."""
+    n, m = originals.shape[0], reconstructions.shape[0]
+    a = np.repeat(originals, m, 0)
     b = np.tile(reconstructions, (n, 1, 1, 1))
-    s = metrics.ssim(a, b).reshape(n, n)
+    s = metrics.ssim(a, b).reshape(n, m)
     rows, cols = linear_sum_assignment(-s)
     return s[rows, cols], metrics.psnr(originals[rows], reconstructions[cols])
 
@@ -66,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tv", type=float, default=1e-2, help="IG TV weight")
     parser.add_argument("--dlf-iters", type=int, default=400)
     parser.add_argument("--labels", default="true", choices=("true", "dimitrov"))
+    parser.add_argument("--study-dummies", type=int, default=None,
+                        help="dummies of the study's set-up (default: n; the study used "
+                             "1-10 against hundreds of local images)")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
@@ -79,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         local = fl.LocalTraining(epochs=args.epochs, batch_size=args.batch, lr=args.lr)
         if args.clients < 1 or local.steps_per_epoch(args.samples)[0] < 1:
             raise ValueError("need --clients >= 1 and --samples >= --batch")
+        if args.study_dummies is not None and not 1 <= args.study_dummies <= args.samples:
+            raise ValueError(f"--study-dummies must be in 1..{args.samples}, got "
+                             f"{args.study_dummies}")
         ig_config = ig.IGConfig(max_iters=args.iters, lr=args.ig_lr, tv_weight=args.tv,
                                 chunk_size=min(50, args.iters))
         dlf_config = dlf.DLFConfig(max_iters=args.dlf_iters)
@@ -89,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = dataset.info
     shape = info.image_shape
     n, v = args.samples, args.clients
+    m_study = n if args.study_dummies is None else args.study_dummies
     key = jax.random.key(args.seed)
     rng = np.random.default_rng(args.seed)
     model = models.get(args.model)
@@ -126,10 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             recs = np.stack([dlf.combine_copies(r) for r in np.asarray(result.best["x"])])
         else:
             setup = {"single-step": multistep.single_step_setup(obs, n),
-                     "study": multistep.study_setup(obs, n),
+                     "study": multistep.study_setup(obs, m_study),
                      "consistent": multistep.consistent_setup(obs),
                      "consistent+order": multistep.consistent_setup(obs, "client")}[name]
             labels = y if name == "consistent+order" else sorted_labels
+            if name == "study" and m_study != n:  # m dummies: labels spread over classes
+                labels = sorted_labels[:, np.linspace(0, n - 1, m_study).astype(int)]
             result = multistep.reconstruct(model, obs, labels, k_attack, setup, ig_config,
                                            input_shape=shape, bounds=bounds,
                                            client_keys=client_keys)
