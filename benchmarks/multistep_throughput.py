@@ -121,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         prob1, victims1, _ = _problem(attack, model, shape, one, n)
         vmapped, c_vmap = _compiled(prob, victims, context, args.iters,
                                     runner.default_victim_tile())
-        single, c_loop = _compiled(prob1, victims1, context, args.iters, None)
+        if v == 1:  # the one-victim chunk is the vmapped one: no second compilation
+            single, c_loop = vmapped, c_vmap
+        else:
+            single, c_loop = _compiled(prob1, victims1, context, args.iters, None)
 
         def loop(single=single):
             for _ in range(v):
