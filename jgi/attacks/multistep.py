@@ -15,7 +15,8 @@ does (:func:`jgi.fl.client_update` without defenses, then ``local.optimizer_for(
 SGD with momentum and coupled weight decay, or Adam; the round's decayed learning
 rate); on the true data with the client's key it *is* the client's local training
 (tests/attacks/test_multistep.py checks it against :func:`jgi.fl.observe` to float
-tolerance).
+tolerance). The client's defenses (DP, pruning, input encodings) are not simulated: the
+attack inverts undefended training, as IG does.
 
 Batch order. The client shuffles its data every epoch with a key the server does not
 know. The attacker's assumption (``order="fixed"``): every epoch visits the dummies in
@@ -110,7 +111,7 @@ def simulate(model: Model, params: Params, x: jax.Array, y: jax.Array, local: Lo
     Returns:
       The parameters after ``local.num_steps(n)`` steps. Differentiable in ``x``.
     """
-    per_epoch = x.ndim == len(_example_shape(x, y)) + 2
+    per_epoch = x.ndim == 5  # images are (H, W, C): (E, n, H, W, C) has one axis more
     n = x.shape[1] if per_epoch else x.shape[0]
     if per_epoch and x.shape[0] != local.epochs:
         raise ValueError(f"simulate: per-epoch inputs need a leading axis of "
@@ -144,13 +145,6 @@ def simulate(model: Model, params: Params, x: jax.Array, y: jax.Array, local: Lo
     (params_t, _), _ = jax.lax.scan(epoch, (params, tx.init(params)),
                                     (xs, batches, step_keys, last_idx, last_keys))
     return params_t
-
-
-def _example_shape(x: jax.Array, y: jax.Array) -> tuple[int, ...]:
-    """(H, W, C) of one example: x is (n, H, W, C) or, per epoch, (E, n, H, W, C); with
-    images always 3-D the two are told apart by rank."""
-    del y
-    return x.shape[-3:]
 
 
 def simulated_update(model: Model, params: Params, x: jax.Array, y: jax.Array,
