@@ -160,7 +160,8 @@ def run_rtf(ds, args, workdir):
 
 
 def imprint_training_losses(ds, args) -> list[str]:
-    """One client's local epoch: mean loss of the bare MLP and of imprint+mlp."""
+    """One client's local epoch: mean loss of each bare backbone and with the imprint
+    block, and the share of (image, bin) pairs still active after it."""
     info, shape = ds.info, ds.info.image_shape
     n = args.train_samples
     x = jnp.asarray(data.normalize(ds.x_train[:n], info))
@@ -180,7 +181,11 @@ def imprint_training_losses(ds, args) -> list[str]:
         train = jax.jit(fl.make_local_training(model, NO_DEFENSE, local, shape, n))
         new, _, loss = train(params, local.optimizer_for().init(params), x, y, jax.random.key(2))
         after = float(fl.cross_entropy(model.apply(new, x, {}), y))
-        lines.append(f"| {label} | {float(loss):.4g} | {after:.4g} |")
+        active = "-"
+        if "imprint" in new:
+            pre = x.reshape(n, -1) @ new["imprint"]["w"] + new["imprint"]["b"]
+            active = f"{float(jnp.mean(pre > 0)):.3g}"
+        lines.append(f"| {label} | {float(loss):.4g} | {after:.4g} | {active} |")
     return lines
 
 
@@ -297,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "training" in parts:
         extra += ["", f"Imprint training ({ds.info.name}, {args.train_samples} images, one "
                   "local epoch of SGD lr 0.1, batch 32, 100 bins):", "",
-                  "| model | mean loss during the epoch | loss after |", "|---|---|---|",
+                  "| model | mean loss during the epoch | loss after | active bins after |",
+                  "|---|---|---|---|",
                   *imprint_training_losses(ds, args)]
     if "cpa" in parts:
         rows += run_cpa(ds, args, workdir)
