@@ -137,11 +137,11 @@ def run_rtf(ds, args, workdir):
     batch = min(args.rtf_batches)
     x01 = ds.x_train[:batch]
     x, y = jnp.asarray(data.normalize(x01, info)), jnp.asarray(ds.y_train[:batch])
-    for gain in (1e-3, 1.0):
+    for gain in args.rtf_gains:
         model = imprint.imprint_model(models.get("mlp", num_classes=info.num_classes), bins,
                                       gain=gain, brightness_mean=mu, brightness_std=sd)
         params = jax.jit(model.init, static_argnums=1)(jax.random.key(args.seed), shape)
-        for lr in (1e-3, 1e-1):
+        for lr in args.rtf_lrs:
             local = fl.LocalTraining(epochs=2, batch_size=max(batch // 2, 1), lr=lr)
             rows.append(_rtf_rows(model, params, ds, x01, x, y,
                                   f"{bins} bins, batch {batch}, FedAvg 2 epochs x 2 steps SGD "
@@ -267,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rtf-bins", default="32,100")
     parser.add_argument("--rtf-batches", default="8,32,64")
     parser.add_argument("--rtf-clients", type=int, default=10)
+    parser.add_argument("--rtf-gains", default="0.001,1", help="FedAvg rows: imprint gains")
+    parser.add_argument("--rtf-lrs", default="0.001,0.1", help="FedAvg rows: local SGD lrs")
     parser.add_argument("--train-samples", type=int, default=512)
     parser.add_argument("--train-backbones", default="mlp,cnn")
     parser.add_argument("--cpa-batch", type=int, default=10)
@@ -282,9 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.rtf_bins = [int(v) for v in args.rtf_bins.split(",")]
         args.rtf_batches = [int(v) for v in args.rtf_batches.split(",")]
+        args.rtf_gains = [float(v) for v in args.rtf_gains.split(",") if v]
+        args.rtf_lrs = [float(v) for v in args.rtf_lrs.split(",") if v]
         args.train_backbones = [v for v in args.train_backbones.split(",") if v]
     except ValueError:
-        parser.error("--rtf-bins and --rtf-batches take comma-separated integers")
+        parser.error("--rtf-bins, --rtf-batches, --rtf-gains and --rtf-lrs take "
+                     "comma-separated numbers")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:

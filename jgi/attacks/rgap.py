@@ -195,7 +195,7 @@ def patch_index(in_shape: tuple[int, int, int], spec: cnn6_lib.ConvSpec) -> np.n
 RANK_RTOL = 1e-3  # singular values below this fraction of the largest count as zero
 
 
-def _least_squares(a: jax.Array, b: jax.Array, refinements: int = 2):
+def _least_squares(a: jax.Array, b: jax.Array, refinements: int = 2, with_rank: bool = True):
     """Least squares through the normal equations with iterative refinement, and the
     numerical rank (singular values above ``RANK_RTOL`` of the largest).
 
@@ -206,9 +206,13 @@ def _least_squares(a: jax.Array, b: jax.Array, refinements: int = 2):
     singular values down to ~3e-4 of the largest, hence the tolerance).
     """
     gram = a.T @ a
-    evals = jnp.linalg.eigvalsh(gram)
-    rank = jnp.sum(evals > (RANK_RTOL ** 2) * evals[-1])
-    ridge = jnp.finfo(a.dtype).eps * evals[-1]
+    if with_rank:
+        evals = jnp.linalg.eigvalsh(gram)
+        rank = jnp.sum(evals > (RANK_RTOL ** 2) * evals[-1])
+        top = evals[-1]
+    else:  # the largest eigenvalue is at most the trace; -1 marks "not computed"
+        rank, top = jnp.asarray(-1), jnp.trace(gram)
+    ridge = jnp.finfo(a.dtype).eps * top
     factor = jax.scipy.linalg.cho_factor(gram + ridge * jnp.eye(gram.shape[0], dtype=a.dtype))
     x = jax.scipy.linalg.cho_solve(factor, a.T @ b)
     for _ in range(refinements):
@@ -216,8 +220,8 @@ def _least_squares(a: jax.Array, b: jax.Array, refinements: int = 2):
     return x, rank
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "in_shape", "slope"))
-def _solve_conv(w, dw, spec, x_next, dldx_next, in_shape, slope):
+@functools.partial(jax.jit, static_argnames=("spec", "in_shape", "slope", "with_rank"))
+def _solve_conv(w, dw, spec, x_next, dldx_next, in_shape, slope, with_rank=True):
     """One conv layer: its input from its output, its k and its weight gradient.
 
     The system's matrices are built by scattering the weights (forward constraints)
@@ -245,12 +249,12 @@ def _solve_conv(w, dw, spec, x_next, dldx_next, in_shape, slope):
     b = jnp.concatenate([z.ravel(), (dw.reshape(patch, cout) @ vt.T).ravel()])
     norms = jnp.linalg.norm(a, axis=1)
     scale = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 0.0)
-    x, rank = _least_squares(a * scale[:, None], b * scale)
+    x, rank = _least_squares(a * scale[:, None], b * scale, with_rank=with_rank)
     return x.reshape(in_shape), (a_fwd.T @ km.ravel()).reshape(in_shape), rank
 
 
 def recover(model: Model, params: Params, update: Params, sign: jax.Array,
-            input_shape: tuple[int, int, int]) -> Result:
+            input_shape: tuple[int, int, int], with_ranks: bool = True) -> Result:
     """R-GAP on one example's gradient.
 
     Args:
@@ -259,6 +263,8 @@ def recover(model: Model, params: Params, update: Params, sign: jax.Array,
       update: the gradient (:func:`client_gradient` of one example).
       sign: the label, +1 or -1.
       input_shape: (H, W, C).
+      with_ranks: compute each layer's numerical rank (an eigendecomposition per
+        layer; without it the ranks are -1 and the solve is the same).
 
     Returns:
       A :class:`Result`.
@@ -277,7 +283,7 @@ def recover(model: Model, params: Params, update: Params, sign: jax.Array,
     for i in reversed(range(len(convs))):
         name = f"conv{i}"
         x, dldx, rank = _solve_conv(params[name]["w"], update[name]["w"], convs[i], x, dldx,
-                                    shapes[i], slope)
+                                    shapes[i], slope, with_ranks)
         ranks.append(rank)
     unknowns = jnp.asarray([math.prod(s) for s in shapes[:-1]], jnp.int32)
     return Result(x, jnp.stack(ranks[::-1]).astype(jnp.int32), unknowns, u)
