@@ -133,7 +133,17 @@ def run_rtf(ds, args, workdir):
             rows.append(_rtf_rows(model, params, ds, x01, x, y,
                                   f"imprint+mlp, {bins} bins, batch {batch}, one gradient",
                                   workdir, tag))
-    bins = max(args.rtf_bins)
+    bins, batch = max(args.rtf_bins), max(args.rtf_batches)
+    for distribution in args.rtf_laplace * ["laplace"]:
+        model = imprint.imprint_model(models.get("mlp", num_classes=info.num_classes), bins,
+                                      gain=1.0, distribution=distribution, brightness_mean=mu,
+                                      brightness_std=sd)
+        params = jax.jit(model.init, static_argnums=1)(jax.random.key(args.seed), shape)
+        x01 = ds.x_train[:batch]
+        x, y = jnp.asarray(data.normalize(x01, info)), jnp.asarray(ds.y_train[:batch])
+        rows.append(_rtf_rows(model, params, ds, x01, x, y,
+                              f"imprint+mlp, {bins} bins at Laplace quantiles, batch {batch}, "
+                              "one gradient", workdir, ""))
     batch = min(args.rtf_batches)
     x01 = ds.x_train[:batch]
     x, y = jnp.asarray(data.normalize(x01, info)), jnp.asarray(ds.y_train[:batch])
@@ -267,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rtf-bins", default="32,100")
     parser.add_argument("--rtf-batches", default="8,32,64")
     parser.add_argument("--rtf-clients", type=int, default=10)
+    parser.add_argument("--rtf-laplace", type=int, default=1, choices=(0, 1),
+                        help="add the row with bins at Laplace quantiles")
     parser.add_argument("--rtf-gains", default="0.001,1", help="FedAvg rows: imprint gains")
     parser.add_argument("--rtf-lrs", default="0.001,0.1", help="FedAvg rows: local SGD lrs")
     parser.add_argument("--train-samples", type=int, default=512)

@@ -9,7 +9,7 @@ from experiments import analytic
 def test_quick_run_writes_table_and_grids(tmp_path, capsys):
     assert analytic.main([
         "--parts=analytic,rtf", "--victims=4", "--rtf-bins=8", "--rtf-batches=4",
-        "--rtf-clients=2", "--rtf-gains=1", "--rtf-lrs=0.001",
+        "--rtf-clients=2", "--rtf-gains=1", "--rtf-lrs=0.001", "--rtf-laplace=0",
         "--data-source=embedded",
         f"--workdir={tmp_path}"]) == 0
     out = capsys.readouterr().out
