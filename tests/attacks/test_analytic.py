@@ -48,7 +48,7 @@ def test_batch_above_one_gives_mixtures_whose_weights_sum_to_one(mlp_case):
     flat = x.reshape(4, -1)
     units = inputs[np.asarray(active)]
     assert units.shape[0] > 100  # measured 232 of 256 units active for some image
-    lam, resid = jax.vmap(analytic.mixture_weights, in_axes=(0, None))(units, flat)
+    lam, resid = jax.jit(jax.vmap(analytic.mixture_weights, in_axes=(0, None)))(units, flat)
     # Measured: residual < 2e-6 and |sum - 1| < 2e-4 for every active unit.
     assert float(resid.max()) < 1e-3, resid.max()
     np.testing.assert_allclose(lam.sum(1), 1.0, atol=1e-2)

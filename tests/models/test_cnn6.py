@@ -23,11 +23,12 @@ def test_cifar_shapes_and_no_biases():
 
 def test_forward_is_leaky_relu_convs_to_one_logit():
     model = models.get("cnn6")
-    params = model.init(jax.random.key(0), (4, 4, 3))
+    params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), (4, 4, 3))
     x = jax.random.uniform(jax.random.key(1), (2, 4, 4, 3))
-    logits = model.apply(params, x, {})
+    apply = jax.jit(lambda p, x: model.apply(p, x, {}))
+    logits = apply(params, x)
     assert logits.shape == (2, 1)
     # positive homogeneity: no bias, LeakyReLU, so f(2x) = 2 f(x)
-    assert jnp.allclose(model.apply(params, 2 * x, {}), 2 * logits, rtol=1e-5, atol=1e-7)
+    assert jnp.allclose(apply(params, 2 * x), 2 * logits, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="slope"):
         models.get("cnn6", slope=0.0)
