@@ -10,8 +10,9 @@ of the B images. Recovering the images is blind source separation, solved as in 
 1. centre every row over the pixels, whiten with the eigenvectors of the rows'
    covariance (``jnp.linalg.eigh``) and keep the top-B components:
    ``Z = D^{-1/2} E^T G`` (B x pixels, unit covariance);
-2. find an unmixing matrix ``U`` (B x B, identity init, rows kept at unit norm) with
-   Adam (lr 1e-3) minimising ``-mean_i J(u_i Z) + tv * mean_i TV(u_i Z)
+2. find an unmixing matrix ``U`` (B x B, identity init; CPA keeps its rows at unit
+   norm, jgi by default keeps it orthogonal: ``CPAConfig.orthogonalize``) with Adam
+   (lr 1e-3) minimising ``-mean_i J(u_i Z) + tv * mean_i TV(u_i Z)
    + decor * mean_{i != j} (exp(T |cos(u_i, u_j)|) - 1)``,
    where ``J(y) = (E log cosh y - E log cosh nu)^2`` (``nu ~ N(0, 1)``) is the
    negentropy approximation of non-Gaussianity; defaults from NotEasy's CPA setting
