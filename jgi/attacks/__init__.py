@@ -8,10 +8,32 @@
   :mod:`~jgi.attacks.cdia` (Scheliga et al.).
 - :mod:`~jgi.attacks.labels`: analytic label recovery (iDLG, Zhao et al. 2020).
 
+On real FedAvg updates (the leakage study, Zhu, Huang, Xie 2024):
+
+- :mod:`~jgi.attacks.dlg`: DLG and iDLG (Zhu et al. 2019; Zhao et al. 2020), L-BFGS on
+  image and soft label; :mod:`~jgi.attacks.lbfgs`: PyTorch's L-BFGS step and optax's
+  line-search form, both usable by the runner.
+- :mod:`~jgi.attacks.multistep`: multi-step IG on FedAvg weight changes (the client's
+  local training simulated; single-step, study and consistent set-ups).
+- :mod:`~jgi.attacks.dlf`: DLF (Dimitrov et al. 2022), all local images from a
+  multi-step update.
+- :mod:`~jgi.attacks.label_counts`: label counts per class from an update (iDLG, Yin,
+  LLG, Geng, Dimitrov).
+
+Analytic and malicious-server attacks (each states its ``THREAT_MODEL``):
+
+- :mod:`~jgi.attacks.analytic`: dense-layer input from dW/db (Phong et al. 2017).
+- :mod:`~jgi.attacks.rtf`: Robbing the Fed's imprint recovery (Fowl et al. 2022).
+- :mod:`~jgi.attacks.cpa`: Cocktail Party Attack, ICA unmixing (Kariyappa et al. 2023).
+- :mod:`~jgi.attacks.rgap`: R-GAP, recursive closed form with rank analysis (Zhu and
+  Blaschko 2021).
+
 ``ATTACKS`` maps a name to a function ``knowledge_for(stack) -> Knowledge``.
 """
 
-from jgi.attacks import cdia, dia, dpia, gpia, ig, labels, mimic, pig, runner, vbia, wiig
+from jgi.attacks import (analytic, cdia, cpa, dia, dlf, dlg, dpia, gpia, ig, label_counts,
+                         labels, lbfgs, mimic, multistep, pig, rgap, rtf, runner, vbia,
+                         wiig)
 from jgi.checkpointing import AttackCheckpoint
 from jgi.attacks.mimic import Knowledge
 from jgi.attacks.runner import STOP_REASONS, AttackResult, Problem, StoppingRule
@@ -34,5 +56,6 @@ ATTACKS = {
 }
 
 __all__ = ["ATTACKS", "AttackCheckpoint", "AttackResult", "Knowledge", "Problem",
-           "STOP_REASONS", "StoppingRule", "cdia", "dia", "dpia", "gpia", "ig", "labels",
-           "mimic", "pig", "runner", "vbia", "wiig"]
+           "STOP_REASONS", "StoppingRule", "analytic", "cdia", "cpa", "dia", "dlf", "dlg",
+           "dpia", "gpia", "ig", "label_counts", "labels", "lbfgs", "mimic", "multistep",
+           "pig", "rgap", "rtf", "runner", "vbia", "wiig"]
