@@ -56,7 +56,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy.optimize import linear_sum_assignment
 
 from jgi.attacks import runner
 from jgi.attacks.multistep import simulated_update
@@ -271,6 +270,8 @@ def combine_copies(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 5:
         return x
+    from scipy.optimize import linear_sum_assignment  # slow to import (~1 s); only here
+
     matched = [x[0]]
     for e in range(1, x.shape[0]):
         rows, cols = linear_sum_assignment(_psnr_cost(x[0], x[e]))
