@@ -26,13 +26,14 @@ Both are optax ``GradientTransformationExtraArgs`` whose ``update(grad, state, p
 (:func:`make`'s second return value). ``value`` and the gradient at ``params`` are the
 runner's own evaluation, so the first evaluation of a PyTorch step is not repeated.
 
-Sharp edge, measured (``benchmarks/dlg_throughput.py``, docs/results/dlg.md): vmapped over
-8 victims, the PyTorch-style step ran DLG at a third of the speed of the same compiled
-step called once per victim, because under ``vmap`` the two-loop recursion over up to
-``history_size`` pairs becomes a while loop with a batched trip count gathering from the
-batched history, and the inner loop's batched predicate selects over the whole history
-every iteration (with history 5 the vmapped step was the faster one). L-BFGS's compact
-matrix form (Byrd, Nocedal, Schnabel 1994) would avoid both; not done yet.
+Sharp edge, measured (``benchmarks/dlg_throughput.py``, docs/results/dlg.md): vmapped
+over 8 victims, the PyTorch-style step ran DLG slower than the same compiled step called
+once per victim (a third of the speed on a loaded machine, 0.84x on a lighter one).
+Under ``vmap`` the two-loop recursion over up to ``history_size`` pairs becomes a while
+loop with a batched trip count gathering from the batched history, and the inner loop's
+batched predicate selects over the whole history every iteration (with history 5 the
+vmapped step was the faster one). L-BFGS's compact matrix form (Byrd, Nocedal,
+Schnabel 1994) would avoid both; not done yet.
 
 Deviations from PyTorch, both without effect on results that are finite:
 - the inner loop also stops at the first non-finite loss: PyTorch would go on moving
