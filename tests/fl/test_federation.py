@@ -139,3 +139,14 @@ def test_config_errors_say_what_would_be_right():
     with pytest.raises(ValueError, match=r"0\.\.1"):
         fed.train(MODEL, clients, x_test, y_test, jax.random.key(0),
                   fed.FederationConfig(rounds=1, local=LOCAL, attack_clients=(2,)))
+
+
+def test_clients_of_one_size_train_the_same_under_vmap_and_one_at_a_time():
+    clients, _, _ = _clients()
+    same = fed.Clients(x_train=(clients.x_train[0], clients.x_train[1][:16]),
+                       y_train=(clients.y_train[0], clients.y_train[1][:16]),
+                       x_test=clients.x_test, y_test=clients.y_test)
+    params = MODEL.init(jax.random.key(0), SHAPE)
+    out = [fed.run_round(MODEL, NO_DEFENSE, fed.FederationConfig(local=LOCAL, client_batch=b),
+                         same, params, 0, jax.random.key(3))[0] for b in (None, 1)]
+    assert _max_diff(out[0], out[1]) < 1e-5  # measured 0.0 (vmap of 2 vs lax.map)
