@@ -277,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with results.lock_workdir(out), results.sigterm_as_interrupt():
         done = {results.row_id({k: r[k] for k in IDENTITY_KEYS})
                 for r in results.read_rows(rows_path)}
+        added = 0
         for side in sweep.resolutions:
             for image in sweep.images:
                 for method in sweep.methods:
@@ -292,12 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                             print(f"error: {e}")
                             return 2
                         results.append_row(rows_path, row)
+                        added += 1
                         print(f"{label}: SSIM {row['ssim']:.3f} MSE {row['mse']:.4f} PSNR "
                               f"{row['psnr']:.2f} in {row['seconds']:.0f} s", flush=True)
         rows = results.read_rows(rows_path)
         table = markdown(rows)
         results.write_text(out / "table.md", table)
-        if any(r["noise_variance"] > 0 for r in rows):
+        if any(r["noise_variance"] > 0 for r in rows) and (added or not (out / "fig5.png")
+                                                          .exists()):
             fig5(rows, out / "fig5.png")
     print(table)
     return 0
