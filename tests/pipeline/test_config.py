@@ -63,4 +63,4 @@ def test_smoke_fedavg_trains_on_capped_data_with_the_full_reference_files(
     assert train[:2] == (10, 180) and val[:2] == (10, 20) and test[0] == 500
     assert row.config["data"]["n_train"] == 60_000  # the full reference file was loaded
     assert row.config["data"]["cap"] == [180, 20, 500]
-    assert "capped by the smoke preset: at most 180 training" in capsys.readouterr().out
+    assert "(capped: at most 180 training" in capsys.readouterr().out
