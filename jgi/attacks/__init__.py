@@ -28,12 +28,15 @@ Analytic and malicious-server attacks (each states its ``THREAT_MODEL``):
 - :mod:`~jgi.attacks.rgap`: R-GAP, recursive closed form with rank analysis (Zhu and
   Blaschko 2021).
 
+- :mod:`~jgi.attacks.highres`: high-resolution medical images (Dao and Nguyen 2023),
+  L-BFGS on the image with squared TV and a six-norm prior.
+
 ``ATTACKS`` maps a name to a function ``knowledge_for(stack) -> Knowledge``.
 """
 
-from jgi.attacks import (analytic, cdia, cpa, dia, dlf, dlg, dpia, gpia, ig, label_counts,
-                         labels, lbfgs, mimic, multistep, pig, rgap, rtf, runner, vbia,
-                         wiig)
+from jgi.attacks import (analytic, cdia, cpa, dia, dlf, dlg, dpia, gpia, highres, ig,
+                         label_counts, labels, lbfgs, mimic, multistep, pig, rgap, rtf, runner,
+                         vbia, wiig)
 from jgi.checkpointing import AttackCheckpoint
 from jgi.attacks.mimic import Knowledge
 from jgi.attacks.runner import STOP_REASONS, AttackResult, Problem, StoppingRule
@@ -57,5 +60,5 @@ ATTACKS = {
 
 __all__ = ["ATTACKS", "AttackCheckpoint", "AttackResult", "Knowledge", "Problem",
            "STOP_REASONS", "StoppingRule", "analytic", "cdia", "cpa", "dia", "dlf", "dlg",
-           "dpia", "gpia", "ig", "label_counts", "labels", "lbfgs", "mimic", "multistep",
+           "dpia", "gpia", "highres", "ig", "label_counts", "labels", "lbfgs", "mimic", "multistep",
            "pig", "rgap", "rtf", "runner", "vbia", "wiig"]

@@ -57,5 +57,5 @@ def get(name: str, **options: Any) -> Model:
     return factory(**options)
 
 
-__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "convnet3", "get", "lenet", "mlp",
-           "no_noise", "resnet18", "study_cnn", "vit"]
+__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "cnn6_model", "cnn6d", "convnet3", "get",
+           "imprinted", "lenet", "mlp", "no_noise", "resnet18", "study_cnn", "vit"]
