@@ -209,20 +209,6 @@ class DLGResult(NamedTuple):
     attack: runner.AttackResult
 
 
-def _with_victim_axis(updates: Any, params: Params) -> Any:
-    """Adds a victim axis of 1 to an update that has the parameters' own shapes."""
-    u, p = jax.tree.leaves(updates), jax.tree.leaves(params)
-    if len(u) != len(p):
-        raise ValueError(f"The update has {len(u)} arrays, the model's params {len(p)}: "
-                         "pass the update of this model.")
-    if all(np.ndim(a) == np.ndim(b) for a, b in zip(u, p, strict=True)):
-        return jax.tree.map(lambda a: jnp.asarray(a)[None], updates)
-    if all(np.ndim(a) == np.ndim(b) + 1 for a, b in zip(u, p, strict=True)):
-        return updates
-    raise ValueError("Every update array needs the shape of its parameter, or one leading "
-                     "victim axis more.")
-
-
 def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
                 config: DLGConfig = DLGConfig(), *, input_shape: tuple[int, int, int],
                 labels: jax.Array | None = None, bounds=None, progress: bool | str = True,
@@ -246,7 +232,7 @@ def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
     Returns:
       :class:`DLGResult`.
     """
-    updates = _with_victim_axis(updates, params)
+    updates = runner.with_victim_axis(updates, params)
     n_victims = jax.tree.leaves(updates)[0].shape[0]
     victims = {"target": updates}
     if config.labels == "idlg":

@@ -314,19 +314,6 @@ class HighResResult(NamedTuple):
     attack: runner.AttackResult
 
 
-def _with_victim_axis(updates: Any, params: Params) -> Any:
-    u, p = jax.tree.leaves(updates), jax.tree.leaves(params)
-    if len(u) != len(p):
-        raise ValueError(f"The update has {len(u)} arrays, the model's params {len(p)}: "
-                         "pass the update of this model.")
-    if all(np.ndim(a) == np.ndim(b) for a, b in zip(u, p, strict=True)):
-        return jax.tree.map(lambda a: jnp.asarray(a)[None], updates)
-    if all(np.ndim(a) == np.ndim(b) + 1 for a, b in zip(u, p, strict=True)):
-        return updates
-    raise ValueError("Every update array needs the shape of its parameter, or one leading "
-                     "victim axis more.")
-
-
 def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
                 key: jax.Array, config: HighResConfig = HighResConfig(), *,
                 input_shape: tuple[int, int, int], progress: bool | str = False,
@@ -344,7 +331,7 @@ def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
       progress: show a progress bar.
       checkpoint: optional :class:`~jgi.checkpointing.AttackCheckpoint`.
     """
-    updates = _with_victim_axis(updates, params)
+    updates = runner.with_victim_axis(updates, params)
     n_victims = jax.tree.leaves(updates)[0].shape[0]
     labels = jnp.asarray(labels, jnp.int32).reshape(n_victims, -1)
     if labels.shape[1] != 1:

@@ -367,6 +367,21 @@ def _pad_victims(tree: Any, size: int) -> Any:
     return jax.tree.map(one, tree)
 
 
+def with_victim_axis(updates: Any, params: Any) -> Any:
+    """Adds a victim axis of 1 to an update that has the parameters' own shapes (an update
+    that already has one is returned as it is)."""
+    u, p = jax.tree.leaves(updates), jax.tree.leaves(params)
+    if len(u) != len(p):
+        raise ValueError(f"The update has {len(u)} arrays, the model's params {len(p)}: "
+                         "pass the update of this model.")
+    if all(np.ndim(a) == np.ndim(b) for a, b in zip(u, p, strict=True)):
+        return jax.tree.map(lambda a: jnp.asarray(a)[None], updates)
+    if all(np.ndim(a) == np.ndim(b) + 1 for a, b in zip(u, p, strict=True)):
+        return updates
+    raise ValueError("Every update array needs the shape of its parameter, or one leading "
+                     "victim axis more.")
+
+
 def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         stopping: StoppingRule = StoppingRule(), *, chunk_size: int = 100,
         progress: bool | str = True, checkpoint=None, compact: bool = True,
