@@ -16,15 +16,16 @@ JGI = Path(__file__).resolve().parents[1] / "jgi"
 
 # Bottom to top. The key is the first component under ``jgi`` (a subpackage or a module).
 LAYERS: dict[str, int] = {
-    "data": 0, "checkpointing": 0,
+    "data": 0, "checkpointing": 0, "checks": 0,
     "models": 1,
     "defenses": 2,
     "fl": 3,
     "attacks": 4,
     "metrics": 5,
     "results": 6, "records": 6, "tables": 6, "figures": 6,
-    "diagnostics": 6,
+    "diagnostics": 6, "report": 6,
     "pipeline": 7,
+    "integrations": 8,
 }
 
 # Documented upward imports: (importing module, imported module) -> why it is allowed.
