@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -49,6 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jgi import fl, models  # noqa: E402
 from jgi.attacks import dlg, runner  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import side_by_side  # noqa: E402  (benchmarks/timing.py)
 
 try:
     import torch
@@ -182,13 +183,9 @@ def measure(victims: int, steps: int, image_size: int, repeats: int, use_torch: 
             loop_victims: int, channels=(12, 12, 12), strides=(2, 2, 1)) -> list[dict]:
     model, params, updates, shape = setup(victims, image_size, 0, channels, strides)
     run_vmap, run_loop, jgi_first, candidate = jgi_chunks(model, params, updates, shape, steps)
-    impls = {}
-    t0 = time.perf_counter()
-    run_vmap()
-    impls["jgi-vmap"] = (run_vmap, victims, time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    run_loop()
-    impls["jgi-loop"] = (run_loop, victims, time.perf_counter() - t0)
+    impls = {"jgi-vmap": run_vmap, "jgi-loop": run_loop}
+    timed_victims = {"jgi-vmap": victims, "jgi-loop": victims}
+    warmup = {}
     notes = []
     if use_torch and torch is not None:
         torch.set_num_threads(1)
@@ -196,29 +193,22 @@ def measure(victims: int, steps: int, image_size: int, repeats: int, use_torch: 
                                               channels, strides)
         np.testing.assert_allclose(torch_first, jgi_first, rtol=1e-3, atol=1e-6)
         nt = min(victims, loop_victims)
-        t0 = time.perf_counter()
-        run_torch(1)  # PyTorch's first step is several times slower (lazy set-up)
-        impls["torch-sequential"] = (lambda: run_torch(nt), nt, time.perf_counter() - t0)
+        impls["torch-sequential"] = lambda: run_torch(nt)
+        warmup["torch-sequential"] = lambda: run_torch(1)  # PyTorch's lazy set-up
+        timed_victims["torch-sequential"] = nt
     elif use_torch:
         notes.append(TORCH_MISSING)
-    times = {name: [] for name in impls}
-    evals = {}
-    names = list(impls)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            fn = impls[name][0]
-            t0 = time.perf_counter()
-            evals[name] = fn()
-            times[name].append(time.perf_counter() - t0)
+    timings = side_by_side(impls, repeats, warmup)
     rows = []
-    for name, (_, timed, compile_s) in impls.items():
-        sec = statistics.median(times[name])
+    for name, t in timings.items():
+        timed = timed_victims[name]
         rows.append({"impl": name, "victims": victims, "victims_timed": timed,
                      "steps": steps, "image_size": image_size,
                      "channels": list(channels), "strides": list(strides),
-                     "victim_steps_per_s": timed * steps / sec,
-                     "evals_per_s": evals[name] / sec, "seconds": sec,
-                     "first_call_s": compile_s, "torch_threads": 1 if "torch" in name else None,
+                     "victim_steps_per_s": timed * steps / t.seconds,
+                     "evals_per_s": t.result / t.seconds, "seconds": t.seconds,
+                     "first_call_s": t.first_call_s,
+                     "torch_threads": 1 if "torch" in name else None,
                      "cpu_count": os.cpu_count(), "backend": jax.default_backend()})
     for note in notes:
         rows.append({"note": note})

@@ -23,9 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +33,9 @@ import numpy as np
 from jgi.attacks import highres, runner
 from jgi.fl.client import client_update
 from jgi.models.lenet import HEALTH_OPTIONS, lenet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import side_by_side  # noqa: E402  (benchmarks/timing.py)
 
 
 def chunks(side: int, victims: int, steps: int, seed: int = 0):
@@ -73,26 +75,14 @@ def chunks(side: int, victims: int, steps: int, seed: int = 0):
 
 def measure(side: int, victims: int, steps: int, repeats: int) -> list[dict]:
     run_vmap, run_loop = chunks(side, victims, steps)
-    impls = {}
-    for name, fn in (("jgi-vmap", run_vmap), ("jgi-loop", run_loop)):
-        t0 = time.perf_counter()
-        fn()
-        impls[name] = (fn, time.perf_counter() - t0)
-    times = {name: [] for name in impls}
-    evals = {}
-    names = list(impls)
-    for r in range(repeats):
-        for name in names[r % 2:] + names[:r % 2]:
-            t0 = time.perf_counter()
-            evals[name] = impls[name][0]()
-            times[name].append(time.perf_counter() - t0)
+    timed = side_by_side({"jgi-vmap": run_vmap, "jgi-loop": run_loop}, repeats)
     rows = []
-    for name, (_, first) in impls.items():
-        sec = statistics.median(times[name])
+    for name, t in timed.items():
         rows.append({"impl": name, "resolution": side, "variables": side * side * 3,
                      "victims": victims, "steps": steps,
-                     "victim_steps_per_s": victims * steps / sec,
-                     "evals_per_s": evals[name] / sec, "seconds": sec, "first_call_s": first,
+                     "victim_steps_per_s": victims * steps / t.seconds,
+                     "evals_per_s": t.result / t.seconds, "seconds": t.seconds,
+                     "first_call_s": t.first_call_s,
                      "cpu_count": os.cpu_count(), "backend": jax.default_backend()})
     return rows
 
