@@ -36,7 +36,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jgi import data, fl, models, results
+from jgi import data, fl, models, report, results
 from jgi.fl import federation as fed
 
 PAPER_ACCURACY = {"study_cnn": 0.73, "resnet18": 0.86, "mlp": 0.51}
@@ -226,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = results.read_rows(rows_path)
         table = markdown(rows)
         results.write_text(out / "table.md", table)
+        report.write_report_safely(out, rows_path.name)  # report.html with table.md
     print(table)
     return 0
 

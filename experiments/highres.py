@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import figures, metrics, results
+from jgi import figures, metrics, report, results
 from jgi.attacks import highres, lbfgs
 from jgi.data import DataError
 from jgi.data import highres as images
@@ -302,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(r["noise_variance"] > 0 for r in rows) and (added or not (out / "fig5.png")
                                                           .exists()):
             fig5(rows, out / "fig5.png")
+        report.write_report_safely(out)  # report.html with table.md and fig5.png
     print(table)
     return 0
 

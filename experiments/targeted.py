@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from jgi import defenses, pipeline, results, tables
+from jgi import defenses, pipeline, report, results, tables
 
 # (dataset, table, defense label, attack) -> (SSIM mean, SSIM std, ASR %), CNN rows of
 # Tables 1-3 of the core paper.
@@ -116,6 +116,7 @@ def run(config: pipeline.AblationConfig, table: int, workdir: str | Path,
             + markdown(config.dataset, config.model, table,
                        [(label, row) for (label, _, _), row in zip(labelled, rows, strict=True)]))
     results.write_text(Path(workdir) / f"table{table}.md", text)
+    report.write_report_safely(workdir)  # report.html with the table just written
     print(text, flush=True)
     return text
 

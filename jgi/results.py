@@ -79,13 +79,22 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
-    """Appends one JSON row to ``path`` atomically."""
+def append_row(path: str | os.PathLike, row: dict[str, Any], *, report: bool = True) -> None:
+    """Appends one JSON row to ``path`` atomically, then refreshes the run report.
+
+    When ``path`` is a ``.jsonl`` file (and ``report``), ``report.html`` beside it is
+    rewritten (:func:`jgi.report.write_report_safely`) after the row is on disk, so
+    every experiment that appends rows gets the report; a report failure is logged and
+    never loses or breaks the row. ``JGI_REPORT=0`` switches it off.
+    """
     path = Path(path)
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
     if existing and not existing.endswith("\n"):
         existing += "\n"
     _atomic_write(path, existing + json.dumps(row, sort_keys=True) + "\n")
+    if report and path.suffix == ".jsonl":
+        from jgi import report as run_report  # same layer; imported late (it imports this)
+        run_report.write_report_safely(path.parent, path.name)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

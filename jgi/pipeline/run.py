@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jgi import data, defenses, figures, models, results, tables
+from jgi import data, defenses, figures, models, report, results, tables
 from jgi.attacks import ATTACKS
 from jgi.pipeline import rows as row_builders
 from jgi.pipeline.config import AblationConfig
@@ -116,7 +116,9 @@ def _run_jobs(config: AblationConfig, workdir: Path, specs, write_outputs: bool)
 
 
 def write_outputs_for(workdir: Path, rows: Sequence[Row]) -> None:
-    """Writes table.md / table.csv (all rows of the folder) and reconstructions.png."""
+    """Writes table.md / table.csv (all rows of the folder), reconstructions.png and
+    report.html (:mod:`jgi.report`; every appended row refreshed it already, this adds
+    the figure, and writes it for a rerun that only reused rows)."""
     all_rows = [from_json(r) for r in results.read_rows(workdir / "results.jsonl")]
     header = (
         "# Reconstruction results\n\n"
@@ -149,6 +151,8 @@ def write_outputs_for(workdir: Path, rows: Sequence[Row]) -> None:
         figures.stack_grid(columns, loaded[0][1], png,
                            title=f"{first.attack.upper()} on {first.model} / "
                                  f"{first.dataset}: one column per defense stack")
+    if report.write_report_safely(workdir) is not None:  # with the figure just drawn
+        written.append(workdir / report.REPORT_NAME)
     say("")
     say(tables.markdown_table(rows))
     say(f"wrote {', '.join(str(p) for p in written)}")
