@@ -5,10 +5,19 @@ They live with the models that build them in (``models.get(name, bottleneck=...)
 defenses.
 
 PRECODE (Scheliga, Maeder, Seeland, "PRECODE - A Generic Model Extension to Prevent Deep
-Gradient Leakage", WACV 2022): a fully connected variational bottleneck placed just
-before the last layer. Encoder Linear(in, 2K), ``mu`` = first half, ``sigma`` =
-softplus(second half), ``z = mu + eps * sigma``, decoder Linear(K, in); K = 256,
-KL weight beta = 1e-3.
+Gradient Leakage", WACV 2022): a fully connected variational bottleneck. Encoder
+Linear(in, 2K), ``mu`` = first half, ``sigma`` = softplus(second half),
+``z = mu + eps * sigma``, decoder Linear(K, in); K = 256, KL weight beta = 1e-3. On a
+feature map the input is flattened and the decoded vector reshaped back, as the
+authors' module does (``Linear(prod(in_shape), 2K)``). Its KL is the Gaussian KL of the
+sampling, summed over the K units, averaged over the batch and **divided by ln 2 (in
+bits)**, as the PRECODE authors' loss computes it (AUTHORS-CODE.md, PRECODE at c66adc4);
+the penalty is ``beta * KL_bits``. Where it sits is the model's choice: the models of
+the core ablation paper (Scheliga et al. 2024, "Combining stochastic defenses ...")
+put it by default in the CVB framework's position 0 (``precode_position="slot0"``:
+after conv block 0 of the CNN, after layer1 of ResNet-18, after transformer block 0 of
+the ViT), with the placement just before the classifier, PRECODE's own paper's, as
+``precode_position="classifier"``.
 
 CVB (Scheliga, Maeder, Seeland, "Privacy Preserving Federated Learning with
 Convolutional Variational Bottlenecks", 2024b): the convolutional version.
@@ -21,16 +30,19 @@ The reparameterisation noise ``eps`` (standard normal, the shape of ``mu``) is a
 explicit input: sampled from a key by default, supplied by a well-informed attacker
 (WIIG) or optimised (VBIA).
 
-KL term, a deliberate deviation: the authors' code samples with ``s`` as a standard
+CVB's KL term, a deliberate deviation: the authors' code samples with ``s`` as a standard
 deviation but computes the KL as if ``s`` were a log-variance
 (``-0.5 * sum(1 + s - mu^2 - exp(s))``). jgi uses the KL that matches the sampling,
 ``KL(N(mu, s^2) || N(0, 1)) = 0.5 * sum(s^2 + mu^2 - 1 - 2 log s)``, summed over the
 latent units (K features, or K channels) and averaged over the batch (and, for CVB,
-over spatial positions, as the authors' code reduces it). It is >= 0 and 0 exactly at
-the prior (mu = 0, s = 1).
+over spatial positions, as the authors' code reduces it), in nats for CVB and in bits
+for PRECODE (the two authors' codes differ there). It is >= 0 and 0 exactly at the prior
+(mu = 0, s = 1).
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +50,17 @@ import jax.numpy as jnp
 from jgi.models import layers
 
 BOTTLENECKS = ("precode", "cvb")
+# Where the models of the core paper put PRECODE: "slot0", the CVB framework's position
+# 0 (the default), or "classifier", on the features just before the classifier.
+PRECODE_POSITIONS = ("slot0", "classifier")
+
+
+def check_precode_position(model: str, position: str) -> None:
+    """Raises a ValueError naming the model and the valid positions."""
+    if position not in PRECODE_POSITIONS:
+        raise ValueError(f"{model}: unknown precode_position {position!r}; valid: "
+                         f"{', '.join(PRECODE_POSITIONS)} (slot0: the CVB framework's "
+                         "position 0, the default; classifier: just before the classifier).")
 
 
 def kl_standard_normal(mu: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -59,15 +82,23 @@ def precode_eps_shape(batch: int, k: int = 256) -> tuple[int, ...]:
 
 
 def precode_apply(params: dict, x: jax.Array, eps: jax.Array, beta: float = 1e-3):
-    """PRECODE on features (B, in). Returns ``(decoded (B, in), beta * KL)``."""
-    stats = layers.dense(params["encoder"], x, name="precode.encoder")
+    """PRECODE on features (B, ...), flattened to (B, in) and decoded back to x's shape.
+
+    Returns:
+      ``(decoded, beta * KL_bits)``: the decoded features of x's shape, and beta times
+      the KL in bits (summed over the K latent units, averaged over the batch, divided
+      by ln 2, as the PRECODE authors compute it).
+    """
+    flat = x.reshape(x.shape[0], -1)
+    stats = layers.dense(params["encoder"], flat, name="precode.encoder")
     k = stats.shape[-1] // 2
     mu, sigma = stats[:, :k], jax.nn.softplus(stats[:, k:])
     if eps.shape != mu.shape:
         raise ValueError(f"precode: eps of shape {eps.shape}, expected {mu.shape}.")
     z = mu + eps * sigma
-    kl = jnp.mean(jnp.sum(kl_standard_normal(mu, sigma), axis=-1))
-    return layers.dense(params["decoder"], z, name="precode.decoder"), beta * kl
+    kl_bits = jnp.mean(jnp.sum(kl_standard_normal(mu, sigma), axis=-1)) / math.log(2.0)
+    decoded = layers.dense(params["decoder"], z, name="precode.decoder")
+    return decoded.reshape(x.shape), beta * kl_bits
 
 
 # --- CVB ----------------------------------------------------------------------------

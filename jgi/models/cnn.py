@@ -17,14 +17,23 @@ Choices where the paper is silent:
   function). There is no dropout before the classifier, which in the authors' CNN is a
   bare linear layer.
 - CVB sits after convolutional block 0 (kernel 5, beta 0.1, K = max(16 / 2, 8) = 8), as
-  the authors' CNNCVB configuration places it; PRECODE (K = 256, beta 1e-3) sits by
-  default on the flattened features just before the classifier (SPEC.md, PRECODE's own
-  paper). ``precode_block=i`` puts it after convolutional block ``i`` instead, on the
-  flattened feature map, decoded back to the map's shape (the authors' fully connected
-  bottleneck code handles a feature-map input this way). Scheliga et al. 2024b found
-  that PRECODE must sit early to resist their partial attack (PIG), and the ablation
-  paper parameterises PRECODE "as recommended in" that work without saying where it
-  sits; ``precode_block=0`` is that reading (README, issue 4 notes).
+  the authors' CNNCVB configuration places it (``positions: [0]``).
+- PRECODE (K = 256, beta 1e-3, KL in bits; :mod:`jgi.models.bottleneck`) sits by
+  default in the same slot, after convolutional block 0 (``precode_position="slot0"``),
+  on the flattened 14x14x16 map (3,136 features at 28x28 SAME and at 32x32 VALID),
+  decoded back to the map's shape, as the authors' fully connected bottleneck handles a
+  feature-map input. The ablation paper takes PRECODE's settings "as recommended" by
+  Scheliga et al. 2024b (CVB), whose framework places every bottleneck at position 0,
+  and its PIG fails against the paper's PRECODE (CNN 0.42 SSIM / 21% ASR), which it
+  does not with PRECODE before the classifier (AUTHORS-CODE.md: an inference, high
+  confidence; no public code of PRECODE in that framework). ``precode_position=
+  "classifier"`` puts it on the flattened features just before the classifier
+  (PRECODE's own paper; jgi's default before issue 16); ``precode_block=i`` after
+  convolutional block ``i``, for any ``i``.
+- The authors' layout (``jgi.data.LAYOUTS["authors"]``): MNIST resized to 32x32 and
+  repeated over 3 channels, and ``padding="VALID"`` (32 -> 14 -> 5 -> 1): 65,962
+  parameters with 10 classes, the count behind the paper's pruning numbers (660 kept at
+  99%). jgi's default layout (28x28x1, SAME) has 74,762.
 
 Noise: ``{"dropout": {"conv0": mask, "conv1": mask, "conv2": mask}, "eps": eps}``, each
 with a leading batch axis; keys absent when the layer is absent.
@@ -48,7 +57,7 @@ PRECODE_K, PRECODE_BETA = 256, 1e-3
 def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_size: int = 5,
         stride: int = 2, padding: str = "SAME", conv_impl: str = "patches",
         dropout: float = 0.0, bottleneck: str | None = None,
-        precode_block: int | None = None) -> Model:
+        precode_position: str = "slot0", precode_block: int | None = None) -> Model:
     """Builds the paper's CNN.
 
     Args:
@@ -60,10 +69,14 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
       conv_impl: "patches" (fast under vmap) or "lax"; both give the same function.
       dropout: dropout rate after every convolutional block (0 = none; paper 0.25).
       bottleneck: None, "precode" or "cvb".
+      precode_position: where PRECODE sits: "slot0" (default; after conv block 0, the
+        CVB framework's position 0) or "classifier" (on the flattened features just
+        before the classifier).
       precode_block: the convolutional block PRECODE follows (0 .. len(channels) - 1);
-        None (default) = the last, i.e. just before the classifier. Ignored (and not
-        recorded in ``options``) without ``bottleneck="precode"``, so one
-        ``--model-options=precode_block=0`` applies to every PRECODE row of a table.
+        when given it decides the placement (``precode_position`` must then keep its
+        default). Both options are ignored (and not recorded in ``options``) without
+        ``bottleneck="precode"``, so one ``--model-options=precode_position=classifier``
+        applies to every PRECODE row of a table.
 
     Returns:
       A :class:`~jgi.models.interface.Model` whose params are
@@ -79,9 +92,16 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
             precode_block, int) or not 0 <= precode_block < n_conv):
         raise ValueError(f"cnn: precode_block must be a block index in 0..{n_conv - 1}, "
                          f"got {precode_block!r}.")
+    vb.check_precode_position("cnn", precode_position)
+    if precode_block is not None and precode_position != "slot0":
+        raise ValueError(f"cnn: precode_block={precode_block} and precode_position="
+                         f"{precode_position!r} both place PRECODE; give one of them.")
     if bottleneck != "precode":
         precode_block = None  # a table-wide placement: only PRECODE rows use it
-    pc_block = n_conv - 1 if precode_block is None else precode_block
+    if precode_block is not None:
+        pc_block = precode_block
+    else:
+        pc_block = 0 if precode_position == "slot0" else n_conv - 1
 
     def block_shapes(input_shape):
         h, w, _ = input_shape
@@ -149,10 +169,8 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
                 x, penalty = vb.cvb_apply(params["bottleneck"], x, noise["eps"], CVB_BETA,
                                           conv_impl=conv_impl)
             if i == pc_block and bottleneck == "precode":
-                decoded, penalty = vb.precode_apply(params["bottleneck"],
-                                                    x.reshape(x.shape[0], -1), noise["eps"],
-                                                    PRECODE_BETA)
-                x = decoded.reshape(x.shape)
+                x, penalty = vb.precode_apply(params["bottleneck"], x, noise["eps"],
+                                              PRECODE_BETA)
         x = x.reshape(x.shape[0], -1)
         return layers.dense(params["dense"], x, name="cnn.dense"), penalty
 
@@ -165,8 +183,13 @@ def cnn(num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), kernel_
     options = (("num_classes", num_classes), ("channels", channels),
                ("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
                ("conv_impl", conv_impl), ("dropout", dropout), ("bottleneck", bottleneck))
+    # Recorded for every PRECODE model (so rows of the two placements, and rows made
+    # before the KL in bits, never share an id), for no other model.
     if precode_block is not None:
-        options += (("precode_block", precode_block),)
+        options += (("precode_position", f"block{precode_block}"),
+                    ("precode_block", precode_block))
+    elif bottleneck == "precode":
+        options += (("precode_position", precode_position),)
     return Model(name="cnn", init=init, forward=forward, sample_noise=sample_noise,
                  classifier="dense", layer_order=tuple(order), dropout=dropout,
                  bottleneck=bottleneck, options=options)

@@ -40,17 +40,25 @@ The paper leaves the details open; jgi takes them from the authors' public code
   is no dropout inside the residual blocks.
 - CVB after layer1 (64 channels, K = 32, kernel 5, beta 5e-5; the authors'
   ``ResNet18CVB.yaml``: ``positions: [0]``, ``kernel_size: 5``, ``beta: 0.00005``).
-  PRECODE (K = 256, beta 1e-3) on the pooled 512 features, before dropout and the
-  classifier, which is where the authors' ``VBResNet`` puts a bottleneck at its last
-  position (after the average pool, before flatten -> dropout -> fc).
+  PRECODE (K = 256, beta 1e-3, KL in bits) by default in the same slot, after layer1
+  (``precode_position="slot0"``: the CVB framework's position 0, where the ablation
+  paper's PRECODE sits by AUTHORS-CODE.md's high-confidence inference; see
+  :mod:`jgi.models.cnn`), on the flattened h1 x w1 x 64 map (4,096 features at 32x32,
+  3,136 at 28x28) decoded back to its shape. jgi flattens NHWC where the authors'
+  module flattens NCHW: a fixed permutation of the encoder's inputs and the decoder's
+  outputs, the same function family under their random initialisation.
+  ``precode_position="classifier"``: on the pooled 512 features, before dropout and the
+  classifier, where the authors' ``VBResNet`` puts a bottleneck at its last position
+  (after the average pool, before flatten -> dropout -> fc).
 
 Deviations: none in the architecture. jgi's KL for the bottlenecks is the one of
 :mod:`jgi.models.bottleneck` (see there for why it differs from the authors' code).
 
 Parameters (10 classes): 11,181,642 on 32x32x3 and 11,175,370 on 28x28x1 inputs, the
 same as torchvision's resnet18 with a 10-way head (GroupNorm has as many parameters as
-BatchNorm); CVB adds 2 * 5 * 5 * 64 * 32 + 32 * 64 = 104,448, PRECODE
-512 * 512 + 512 + 256 * 512 + 512 = 394,240.
+BatchNorm); CVB adds 2 * 5 * 5 * 64 * 32 + 32 * 64 = 104,448, PRECODE after layer1 on
+32x32 inputs 4096 * 512 + 512 + 256 * 4096 + 4096 = 3,150,336, PRECODE before the
+classifier 512 * 512 + 512 + 256 * 512 + 512 = 394,240.
 
 Params: ``{"stem": {"conv", "norm"}, "layer1": {"block0", "block1"}, [bottleneck],
 "layer2", "layer3", "layer4", [bottleneck], "dense"}``, each block
@@ -58,7 +66,7 @@ Params: ``{"stem": {"conv", "norm"}, "layer1": {"block0", "block1"}, [bottleneck
 
 Noise: ``{"dropout": {"pool": mask (B, 512)}, "eps": eps}``, keys absent when the layer
 is absent; CVB eps is (B, h1, w1, 32) with h1 x w1 the spatial size of layer1's output
-(8x8 for 32x32 inputs, 7x7 for 28x28), PRECODE eps is (B, 256).
+(8x8 for 32x32 inputs, 7x7 for 28x28), PRECODE eps is (B, 256) at either position.
 """
 
 from __future__ import annotations
@@ -151,26 +159,33 @@ def max_pool(x: jax.Array, kernel: int, stride: int, pad: int, impl: str) -> jax
 
 def resnet18(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = None,
              conv_impl: str = "patches", groups: int = 2,
-             widths: tuple[int, ...] = WIDTHS, blocks: tuple[int, ...] = BLOCKS) -> Model:
+             widths: tuple[int, ...] = WIDTHS, blocks: tuple[int, ...] = BLOCKS,
+             precode_position: str = "slot0") -> Model:
     """Builds ResNet-18 with GroupNorm (see the module docstring for every choice).
 
     Args:
       num_classes: outputs of the classifier (paper: 10).
       dropout: dropout rate on the pooled features before the classifier (0 = none;
         paper 0.25).
-      bottleneck: None, "precode" (before the classifier) or "cvb" (after layer1).
+      bottleneck: None, "precode" (where ``precode_position`` says) or "cvb" (after
+        layer1).
       conv_impl: "patches" (fast under vmap) or "lax"; both give the same function.
       groups: GroupNorm groups (the authors' 2); must divide every width.
       widths: output channels of each stage (ResNet-18: 64, 128, 256, 512).
       blocks: BasicBlocks per stage (ResNet-18: 2, 2, 2, 2). Other ``widths`` and
         ``blocks`` give smaller or larger ResNets of the same design (the tests use a
         small one to keep compile times down); the name stays "resnet18".
+      precode_position: "slot0" (default; after layer1) or "classifier" (on the pooled
+        features). Ignored, and not recorded, without ``bottleneck="precode"``.
 
     Returns:
       A :class:`~jgi.models.interface.Model` named "resnet18".
     """
     check_options("resnet18", conv_impl=conv_impl, conv_impls=layers.CONV_IMPLS,
                   bottleneck=bottleneck, bottlenecks=vb.BOTTLENECKS, dropout=dropout)
+    vb.check_precode_position("resnet18", precode_position)
+    pc_early = bottleneck == "precode" and precode_position == "slot0"
+    pc_late = bottleneck == "precode" and precode_position == "classifier"
     widths, blocks = tuple(widths), tuple(blocks)
     if len(widths) != len(blocks) or not widths or min(widths + blocks) < 1:
         raise ValueError(f"resnet18: widths {widths} and blocks {blocks} need one positive "
@@ -220,7 +235,10 @@ def resnet18(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None
         params["dense"] = layers.dense_init(k_dense, features, num_classes)
         if bottleneck == "cvb":
             params["bottleneck"] = vb.cvb_init(k_vb, widths[0], CVB_KERNEL)
-        elif bottleneck == "precode":
+        elif pc_early:
+            h1, w1 = layer1_size(input_shape)
+            params["bottleneck"] = vb.precode_init(k_vb, h1 * w1 * widths[0], PRECODE_K)
+        elif pc_late:
             params["bottleneck"] = vb.precode_init(k_vb, features, PRECODE_K)
         return params
 
@@ -271,22 +289,27 @@ def resnet18(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None
             if li == 0 and bottleneck == "cvb":
                 x, penalty = vb.cvb_apply(params["bottleneck"], x, noise["eps"], CVB_BETA,
                                           conv_impl=conv_impl)
+            if li == 0 and pc_early:
+                x, penalty = vb.precode_apply(params["bottleneck"], x, noise["eps"],
+                                              PRECODE_BETA)
         x = jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1x1, flatten
-        if bottleneck == "precode":
+        if pc_late:
             x, penalty = vb.precode_apply(params["bottleneck"], x, noise["eps"], PRECODE_BETA)
         if dropout > 0:
             x = do.apply_mask(x, noise["dropout"]["pool"], dropout, name="resnet18.dropout")
         return layers.dense(params["dense"], x, name="resnet18.dense"), penalty
 
     order = ["stem", *(f"layer{i + 1}" for i in range(len(widths)))]
-    if bottleneck == "cvb":
+    if bottleneck == "cvb" or pc_early:
         order.insert(2, "bottleneck")
-    elif bottleneck == "precode":
+    elif pc_late:
         order.append("bottleneck")
     order.append("dense")
     options = (("num_classes", num_classes), ("dropout", dropout), ("bottleneck", bottleneck),
                ("conv_impl", conv_impl), ("groups", groups), ("widths", widths),
                ("blocks", blocks))
+    if bottleneck == "precode":  # recorded for PRECODE models only (row ids of others hold)
+        options += (("precode_position", precode_position),)
     return Model(name="resnet18", init=init, forward=forward, sample_noise=sample_noise,
                  classifier="dense", layer_order=tuple(order), dropout=dropout,
                  bottleneck=bottleneck, options=options)

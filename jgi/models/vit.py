@@ -49,8 +49,14 @@ The paper leaves the rest open; jgi follows the authors' public ViT
   here; the CVB (K = T / 2 latent channels, e.g. 32 for the 65 tokens of a 32x32 input)
   returns a map of the same shape, which is read back as tokens. The convolutions thus
   mix neighbouring features of all tokens; this needs a square hidden size.
-- PRECODE (K = 256, beta 1e-3) on the class token after the final LayerNorm, just
-  before the classifier.
+- PRECODE (K = 256, beta 1e-3, KL in bits) by default in the CVB's slot, after
+  transformer block 0 (``precode_position="slot0"``: the CVB framework's position 0,
+  where the ablation paper's PRECODE sits by AUTHORS-CODE.md's high-confidence
+  inference; see :mod:`jgi.models.cnn`): the (B, T, 256) token sequence flattened to
+  T * 256 features (16,640 for the 65 tokens of a 32x32 input), encoded, decoded and
+  read back as tokens, as the authors' fully connected bottleneck flattens whatever it
+  is given. ``precode_position="classifier"``: on the class token after the final
+  LayerNorm, just before the classifier.
 
 Deviations from the authors' code: none in the function. jgi's KL for the bottlenecks
 is the one of :mod:`jgi.models.bottleneck` (see there).
@@ -58,7 +64,9 @@ is the one of :mod:`jgi.models.bottleneck` (see there).
 Parameters (10 classes): 1,609,216 on 32x32x3 inputs (65 tokens) and 1,597,184 on
 28x28x1 (50 tokens): patch embedding p*p*C*256, class token 256, positions T*256, four
 blocks of 394,240 (two LayerNorms 1,024, four attention matrices 262,144, MLP 131,072),
-final LayerNorm 512, classifier 2,560. The input's height and width must be multiples
+final LayerNorm 512, classifier 2,560. PRECODE adds 16,640 * 512 + 512 + 256 * 16,640 +
+16,640 = 12,796,672 after block 0 (32x32 inputs), 131,584 + 65,792 = 197,376 before the
+classifier. The input's height and width must be multiples
 of the patch size, and the params fix the number of tokens.
 
 Params: ``{"embedding": {"patch": {"w"}, "cls", "pos"}, "block0", [bottleneck],
@@ -108,13 +116,14 @@ def _linear(params: dict, x: jax.Array) -> jax.Array:
 
 def vit(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = None,
         conv_impl: str = "patches", patch_size: int = 4, depth: int = 4, width: int = 256,
-        heads: int = 16, mlp_width: int = 256) -> Model:
+        heads: int = 16, mlp_width: int = 256, precode_position: str = "slot0") -> Model:
     """Builds the paper's ViT (see the module docstring for every choice).
 
     Args:
       num_classes: outputs of the classifier (paper: 10).
       dropout: dropout rate in every dropout slot (0 = none; paper 0.25).
-      bottleneck: None, "precode" (before the classifier) or "cvb" (after block 0).
+      bottleneck: None, "precode" (where ``precode_position`` says) or "cvb" (after
+        block 0).
       conv_impl: "patches" or "lax": the formulation of the patch embedding and the
         CVB's convolutions; both give the same function.
       patch_size: side of the square patches (paper: 4).
@@ -122,12 +131,18 @@ def vit(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = No
       width: hidden size (paper: 256); a perfect square with a CVB.
       heads: attention heads (paper: 16); must divide ``width``.
       mlp_width: hidden units of each block's MLP (authors: 256).
+      precode_position: "slot0" (default; after block 0) or "classifier" (on the class
+        token before the classifier). Ignored, and not recorded, without
+        ``bottleneck="precode"``.
 
     Returns:
       A :class:`~jgi.models.interface.Model` named "vit".
     """
     check_options("vit", conv_impl=conv_impl, conv_impls=layers.CONV_IMPLS,
                   bottleneck=bottleneck, bottlenecks=vb.BOTTLENECKS, dropout=dropout)
+    vb.check_precode_position("vit", precode_position)
+    pc_early = bottleneck == "precode" and precode_position == "slot0"
+    pc_late = bottleneck == "precode" and precode_position == "classifier"
     if width % heads:
         raise ValueError(f"vit: {heads} heads do not divide the width {width}.")
     side = math.isqrt(width)
@@ -172,7 +187,9 @@ def vit(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = No
         params["dense"] = layers.dense_init(k_dense, width, num_classes, bias=False)
         if bottleneck == "cvb":
             params["bottleneck"] = vb.cvb_init(k_vb, t, CVB_KERNEL)
-        elif bottleneck == "precode":
+        elif pc_early:
+            params["bottleneck"] = vb.precode_init(k_vb, t * width, PRECODE_K)
+        elif pc_late:
             params["bottleneck"] = vb.precode_init(k_vb, width, PRECODE_K)
         return params
 
@@ -255,20 +272,25 @@ def vit(num_classes: int = 10, dropout: float = 0.0, bottleneck: str | None = No
             h = block(params[f"block{i}"], h, noise, f"block{i}")
             if i == 0 and bottleneck == "cvb":
                 h, penalty = tokens_cvb(params["bottleneck"], h, noise["eps"])
+            if i == 0 and pc_early:
+                h, penalty = vb.precode_apply(params["bottleneck"], h, noise["eps"],
+                                              PRECODE_BETA)
         z = layer_norm(params["norm"], h)[:, 0]  # the class token
-        if bottleneck == "precode":
+        if pc_late:
             z, penalty = vb.precode_apply(params["bottleneck"], z, noise["eps"], PRECODE_BETA)
         return layers.dense(params["dense"], z, name="vit.dense"), penalty
 
     order = ["embedding", *(f"block{i}" for i in range(depth)), "norm"]
-    if bottleneck == "cvb":
+    if bottleneck == "cvb" or pc_early:
         order.insert(2, "bottleneck")
-    elif bottleneck == "precode":
+    elif pc_late:
         order.append("bottleneck")
     order.append("dense")
     options = (("num_classes", num_classes), ("dropout", dropout), ("bottleneck", bottleneck),
                ("conv_impl", conv_impl), ("patch_size", patch_size), ("depth", depth),
                ("width", width), ("heads", heads), ("mlp_width", mlp_width))
+    if bottleneck == "precode":  # recorded for PRECODE models only (row ids of others hold)
+        options += (("precode_position", precode_position),)
     return Model(name="vit", init=init, forward=forward, sample_noise=sample_noise,
                  classifier="dense", layer_order=tuple(order), dropout=dropout,
                  bottleneck=bottleneck, options=options)

@@ -57,12 +57,14 @@ def test_bottlenecks_add_what_their_papers_say():
     cvb = _abstract_params(models.get("resnet18", bottleneck="cvb"), CIFAR)
     assert _count(cvb) - base == 2 * 5 * 5 * 64 * 32 + 32 * 64  # K = 64 / 2, kernel 5
     assert cvb["bottleneck"]["mu"]["w"].shape == (5, 5, 64, 32)
-    pre = _abstract_params(models.get("resnet18", bottleneck="precode"), CIFAR)
+    late = models.get("resnet18", bottleneck="precode", precode_position="classifier")
+    pre = _abstract_params(late, CIFAR)
     assert _count(pre) - base == (512 * 512 + 512) + (256 * 512 + 512)  # K = 256
+    pre = _abstract_params(models.get("resnet18", bottleneck="precode"), CIFAR)  # after layer1
+    assert _count(pre) - base == (4096 * 512 + 512) + (256 * 4096 + 4096)  # 8x8x64 flattened
     assert models.get("resnet18", bottleneck="cvb").layer_order[:3] == ("stem", "layer1",
                                                                         "bottleneck")
-    assert models.get("resnet18", bottleneck="precode").layer_order[-2:] == ("bottleneck",
-                                                                             "dense")
+    assert late.layer_order[-2:] == ("bottleneck", "dense")
 
 
 @pytest.mark.parametrize("shape,side", [(CIFAR, 8), (MNIST, 7)])

@@ -42,6 +42,8 @@ def test_parameter_count_and_logit_shapes(shape, tokens, count):
     block = 2 * 512 + 4 * 256 * 256 + 2 * 256 * 256  # two LayerNorms, attention, MLP
     assert count == 4 * 4 * shape[-1] * 256 + 256 + tokens * 256 + 4 * block + 512 + 2560
     assert _count(params) == count
+    if shape == CIFAR:  # the paper: 16,092 kept at 99% pruning, 1% of 1,609,216 rounded
+        assert round(0.01 * count) == 16_092
     assert model.layer_order == ("embedding", "block0", "block1", "block2", "block3", "norm",
                                  "dense")
     assert set(params) == set(model.layer_order)
@@ -61,10 +63,14 @@ def test_bottlenecks_view_tokens_as_channels_and_sit_where_the_authors_put_them(
     assert params["bottleneck"]["mu"]["w"].shape == (3, 3, 65, 32)  # T channels, K = T // 2
     assert params["bottleneck"]["decoder"]["w"].shape == (1, 1, 32, 65)
     assert cvb.layer_order[:3] == ("embedding", "block0", "bottleneck")
-    pre = models.get("vit", bottleneck="precode")
+    pre = models.get("vit", bottleneck="precode", precode_position="classifier")
     params = _abstract_params(pre, CIFAR)
     assert params["bottleneck"]["encoder"]["w"].shape == (256, 512)
     assert pre.layer_order[-3:] == ("norm", "bottleneck", "dense")
+    pre = models.get("vit", bottleneck="precode")  # default: after block 0, like the CVB
+    params = _abstract_params(pre, CIFAR)
+    assert params["bottleneck"]["encoder"]["w"].shape == (65 * 256, 512)
+    assert pre.layer_order[:3] == ("embedding", "block0", "bottleneck")
 
 
 @pytest.mark.parametrize("shape,tokens", [(CIFAR, 65), (MNIST, 50)])
