@@ -30,6 +30,12 @@ class AttackRow:
       ssim_mean, ssim_std, psnr_mean, psnr_std, mse_mean, mse_std: over victims.
       asr: share of victims with SSIM > 0.5.
       per_victim_ssim, per_victim_psnr, per_victim_mse: one value per victim.
+      ssim_authors_mean, ssim_authors_std, asr_authors, per_victim_ssim_authors: the
+        same with the ablation paper's authors' SSIM (:func:`jgi.metrics.ssim_authors`:
+        per-image min-max scaling of both images, Gaussian window 11 / 1.5); None and
+        () in rows made before it was recorded.
+      layout: the data/model layout ("jgi" or "authors", ``jgi.data.LAYOUTS``); "jgi"
+        in rows made before layouts existed.
       iterations: attack iterations per victim; iterations_mean their mean.
       stop_reasons: victims per stop reason.
       best_loss_mean: mean of the victims' best attack loss.
@@ -59,6 +65,11 @@ class AttackRow:
     asr: float | None = None
     per_victim_psnr: tuple[float, ...] = ()
     per_victim_mse: tuple[float, ...] = ()
+    ssim_authors_mean: float | None = None
+    ssim_authors_std: float | None = None
+    asr_authors: float | None = None
+    per_victim_ssim_authors: tuple[float, ...] = ()
+    layout: str = "jgi"
     iterations: tuple[int, ...] = ()
     iterations_mean: float | None = None
     stop_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -89,6 +100,7 @@ class UtilityRow:
       final_accuracy, max_accuracy: at the last round; the best of all rounds.
       best_round, rounds: 1-based best round; rounds run.
       stopped_early: whether the patience rule ended training.
+      layout: as in :class:`AttackRow`.
       history: per round: train_loss, val_loss, test_accuracy.
       wall_seconds: training time; samples_per_second: training throughput.
     """
@@ -100,6 +112,7 @@ class UtilityRow:
     row_id: str = ""
     encoding: str | None = None
     seed: int = 0
+    layout: str = "jgi"
     final_accuracy: float | None = None
     max_accuracy: float | None = None
     best_round: int = 0
@@ -121,7 +134,7 @@ class UtilityRow:
 
 Row = AttackRow | UtilityRow
 _TUPLES = ("defenses", "per_victim_ssim", "per_victim_psnr", "per_victim_mse", "iterations",
-           "victim_indices")
+           "victim_indices", "per_victim_ssim_authors")
 
 
 def _to_json(row: Row) -> dict[str, Any]:

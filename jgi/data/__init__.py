@@ -16,6 +16,10 @@ Sources, tried in this order by ``load(name)`` (``source="auto"``):
 3. a small sample of real images shipped inside the package (``jgi/data/embedded``),
    so that the main experiment runs on a fresh offline machine.
 
+Layouts (``LAYOUTS``): "jgi" keeps the native shapes; "authors" gives every image as
+32x32x3, MNIST resized and repeated over 3 channels, as the ablation paper's authors ran
+it (:func:`layout_images`, :func:`apply_layout`).
+
 Sharp edge: the offline CIFAR-10 file holds all 50,000 training images but only the
 first 1,000 of the 10,000 official test images, so test accuracies computed from it
 are over 1,000 images.
@@ -23,12 +27,16 @@ are over 1,000 images.
 
 from jgi.data.datasets import (
     DATASETS,
+    LAYOUTS,
     DataError,
     Dataset,
     DatasetInfo,
     SOURCES,
+    apply_layout,
     denormalize,
     input_bounds,
+    layout_images,
+    layout_info,
     load,
     normalize,
 )
@@ -38,9 +46,13 @@ __all__ = [
     "DataError",
     "Dataset",
     "DatasetInfo",
+    "LAYOUTS",
     "SOURCES",
+    "apply_layout",
     "denormalize",
     "input_bounds",
+    "layout_images",
+    "layout_info",
     "load",
     "normalize",
 ]

@@ -408,6 +408,86 @@ def _short_reason(reason: str) -> str:
     return reason if len(reason) <= 100 else reason[:97] + "..."
 
 
+# --- Layouts: how images are shaped for the models ------------------------------------
+
+LAYOUTS = ("jgi", "authors")
+AUTHORS_SIDE = 32
+
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of 1-D bilinear resizing with half-pixel centres, the
+    source coordinate clamped at the edges (PyTorch's ``align_corners=False``; for
+    upsampling, torchvision's ``Resize`` antialiasing changes nothing). Each row is a
+    convex combination of at most two inputs, so values stay in the input's range."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0.0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1.0 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
+
+def layout_images(x: np.ndarray, layout: str) -> np.ndarray:
+    """Images (N, H, W, C) in [0, 1] in ``layout``.
+
+    ``"jgi"``: unchanged (MNIST 28x28x1, CIFAR-10 32x32x3). ``"authors"``: the layout
+    of the ablation paper's authors' code (AUTHORS-CODE.md: victim folder
+    ``MNIST3C32``, data config ``shape: [3, 32, 32]``, ``Resize`` then
+    ``Grayscale_to_RGB``): resized bilinearly to 32x32 when they are not (see
+    :func:`_bilinear_matrix`), grey images repeated over 3 channels; CIFAR-10 is
+    already in it. Returns float32 (N, 32, 32, 3) in [0, 1] for "authors".
+
+    Raises:
+      DataError: an unknown layout, or images that are not (N, H, W, 1 or 3).
+    """
+    if layout not in LAYOUTS:
+        raise DataError(f"Unknown layout {layout!r}; valid: {', '.join(LAYOUTS)} (jgi: the "
+                        "native shapes; authors: 32x32x3 as the paper's authors ran it).")
+    x = np.asarray(x, np.float32)
+    if layout == "jgi":
+        return x
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise DataError(f"layout 'authors' expects images (N, H, W, 1 or 3), got {x.shape}.")
+    _, h, w, _ = x.shape
+    if (h, w) != (AUTHORS_SIDE, AUTHORS_SIDE):
+        rows = _bilinear_matrix(h, AUTHORS_SIDE).astype(np.float32)
+        cols = _bilinear_matrix(w, AUTHORS_SIDE).astype(np.float32)
+        x = np.einsum("ih,nhwc,jw->nijc", rows, x, cols, optimize=True)
+        x = np.clip(x, 0.0, 1.0)  # convex weights: only float rounding to remove
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(x, np.float32)
+
+
+def layout_info(info: DatasetInfo, layout: str) -> DatasetInfo:
+    """``info`` for images in ``layout``: the same name and classes (tables compare it
+    with the same paper rows); for "authors", image_shape (32, 32, 3) and the per-channel
+    mean and std repeated over the three channels. The authors' normalisation of their
+    resized MNIST is not in AUTHORS-CODE.md; bilinear upsampling keeps the mean within
+    rounding, so jgi keeps MNIST's statistics."""
+    if layout not in LAYOUTS:
+        raise DataError(f"Unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}.")
+    if layout == "jgi" or info.image_shape == (AUTHORS_SIDE, AUTHORS_SIDE, 3):
+        return info
+    reps = 3 // len(info.mean)
+    return dataclasses.replace(info, image_shape=(AUTHORS_SIDE, AUTHORS_SIDE, 3),
+                               mean=tuple(info.mean) * reps, std=tuple(info.std) * reps)
+
+
+def apply_layout(dataset: Dataset, layout: str) -> Dataset:
+    """The whole dataset in ``layout`` (see :func:`layout_images`); the same object for
+    "jgi" or when it is already in the layout."""
+    info = layout_info(dataset.info, layout)
+    if info is dataset.info:
+        return dataset
+    return dataclasses.replace(dataset, info=info,
+                               x_train=layout_images(dataset.x_train, layout),
+                               x_test=layout_images(dataset.x_test, layout))
+
+
 def normalize(x, info: DatasetInfo):
     """Maps images in [0, 1] to the model's input space: ``(x - mean) / std`` per channel."""
     return (x - np.asarray(info.mean, np.float32)) / np.asarray(info.std, np.float32)

@@ -13,7 +13,7 @@ from typing import Any, Literal, Sequence
 
 import jax
 
-from jgi import defenses
+from jgi import data, defenses
 from jgi.attacks import ig
 from jgi.fl import fedavg
 
@@ -31,7 +31,14 @@ class AblationConfig:
     Attributes:
       model: registry name (``jgi.models.MODELS``).
       model_options: extra options for the model factory, e.g. (("padding", "VALID"),).
+        With ``layout="authors"`` the layout's own options (:data:`LAYOUT_MODEL_OPTIONS`)
+        are merged in here by ``__post_init__``, so the rows record them.
       dataset: ``jgi.data.DATASETS`` name.
+      layout: "jgi" (default: native shapes, MNIST 28x28x1, the CNN with SAME padding)
+        or "authors" (the ablation paper's authors' layout, AUTHORS-CODE.md: every
+        image 32x32x3, MNIST resized and repeated over 3 channels, the CNN with VALID
+        padding: 65,962 parameters). One flag for a whole table; recorded in every
+        row's identity when not "jgi", so rows of the two layouts never share an id.
       stacks: the defense stacks to evaluate, each a tuple of defense names.
       attack: attack name (``jgi.attacks.ATTACKS``; the paper's tables use CDIA).
       victims: number of victim images (paper: 128).
@@ -61,6 +68,7 @@ class AblationConfig:
     model: str = "cnn"
     model_options: tuple[tuple[str, Any], ...] = ()
     dataset: str = "mnist"
+    layout: str = "jgi"
     stacks: tuple[tuple[str, ...], ...] = ((),)
     attack: str = "cdia"
     victims: int = 128
@@ -86,6 +94,20 @@ class AblationConfig:
     fedavg_piece_steps: int = _PIECE_STEPS
 
     def __post_init__(self):
+        if self.layout not in data.LAYOUTS:
+            raise ValueError(f"Unknown layout {self.layout!r} (--layout); valid: "
+                             f"{', '.join(data.LAYOUTS)} (jgi: native shapes; authors: "
+                             "32x32x3 and the CNN with VALID padding, as the paper's "
+                             "authors ran it).")
+        merged = dict(self.model_options)
+        for key, value in LAYOUT_MODEL_OPTIONS[self.layout].get(self.model, ()):
+            if merged.get(key, value) != value:
+                raise ValueError(f"layout {self.layout!r} sets the {self.model}'s {key} to "
+                                 f"{value!r}, but model_options (--model-options) give "
+                                 f"{merged[key]!r}; drop one of them.")
+            merged[key] = value
+        # A frozen dataclass's canonical form: the layout's model options become explicit.
+        object.__setattr__(self, "model_options", tuple(merged.items()))
         if self.fedavg_piece_steps < 1:
             raise ValueError(f"fedavg_piece_steps (--piece-steps) must be >= 1, got "
                              f"{self.fedavg_piece_steps}.")
@@ -120,6 +142,15 @@ class AblationConfig:
     def stack(self, names: Sequence[str]) -> defenses.DefenseStack:
         return defenses.from_names(names, dropout=self.dropout_rate, dp=self.dp,
                                    prune=self.prune_rate)
+
+
+# Model options each layout implies, per model (merged into AblationConfig.model_options).
+# The authors' CNN uses VALID padding (32 -> 14 -> 5 -> 1, 65,962 parameters); their ViT
+# and ResNet-18 need only the 32x32x3 input.
+LAYOUT_MODEL_OPTIONS: dict[str, dict[str, tuple[tuple[str, Any], ...]]] = {
+    "jgi": {},
+    "authors": {"cnn": (("padding", "VALID"),)},
+}
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -6,6 +6,11 @@ model, with the client's own randomness (:func:`jgi.fl.observe_victims`); the at
 inverts all victims in parallel; SSIM, PSNR, MSE and ASR score it. The utility row
 trains the stack's model with FedAvg (:func:`jgi.fl.fedavg.train`), every local step
 defended and, for an input encoding, encoded.
+
+Layout (``config.layout``): the rows take the dataset as loaded and put the images they
+use into the layout themselves (:func:`jgi.data.layout_images`; for "authors" every
+image becomes 32x32x3), so a row's victims, their client's pool, the model's input shape
+and its normalisation all follow the one flag.
 """
 
 from __future__ import annotations
@@ -53,32 +58,45 @@ class Victims:
     keys: RunKeys
 
 
+def layout_info(config: AblationConfig, dataset: data.Dataset) -> data.DatasetInfo:
+    """The dataset's info in the config's layout (image shape, normalisation)."""
+    return data.layout_info(dataset.info, config.layout)
+
+
 def victim_set(config: AblationConfig, dataset: data.Dataset) -> Victims:
-    """One seed's victims, their client's split and the run's keys (every stack's)."""
+    """One seed's victims, their client's split and the run's keys (every stack's), in
+    the config's layout."""
     keys = RunKeys(config.seed)
     split = fl.iid_split(keys.split, len(dataset.y_train), config.num_clients,
                          config.val_fraction)
     idx = fl.sample_victims(keys.victims, split, config.victims, config.victim_client)
     pool = split.train_idx[config.victim_client]
-    info = dataset.info
-    return Victims(idx=idx, split=split, originals=dataset.x_train[idx],
-                   x=jnp.asarray(data.normalize(dataset.x_train[idx], info)),
+    info = layout_info(config, dataset)
+    originals = data.layout_images(dataset.x_train[idx], config.layout)
+    pool_images = data.layout_images(dataset.x_train[pool], config.layout)
+    return Victims(idx=idx, split=split, originals=originals,
+                   x=jnp.asarray(data.normalize(originals, info)),
                    y=jnp.asarray(dataset.y_train[idx]),
-                   pool_x=jnp.asarray(data.normalize(dataset.x_train[pool], info)),
+                   pool_x=jnp.asarray(data.normalize(pool_images, info)),
                    pool_y=jnp.asarray(dataset.y_train[pool]), keys=keys)
+
+
+def _with_layout(config: AblationConfig, identity: dict) -> dict:
+    """Adds the layout to a row identity, only when it is not "jgi" (older ids hold)."""
+    return identity if config.layout == "jgi" else {**identity, "layout": config.layout}
 
 
 def attack_identity(config: AblationConfig, dataset: data.Dataset, model: models.Model,
                     stack: defenses.DefenseStack, attack: str) -> dict:
     """Everything that decides an attack row's numbers (and nothing that does not)."""
-    return {
+    return _with_layout(config, {
         "model": model.describe(), "dataset": config.dataset, "defenses": stack.describe(),
         "attack": attack, "seed": config.seed, "victims": config.victims,
         "labels": config.labels, "num_clients": config.num_clients,
         "val_fraction": config.val_fraction, "victim_client": config.victim_client,
         "attack_config": dataclasses.asdict(config.ig),
         "data": {"source": dataset.source, "n_train": int(len(dataset.y_train))},
-    }
+    })
 
 
 def utility_identity(config: AblationConfig, dataset: data.Dataset, model: models.Model,
@@ -96,7 +114,7 @@ def utility_identity(config: AblationConfig, dataset: data.Dataset, model: model
     }
     if config.fedavg_data_cap is not None:  # absent without a cap: older row ids hold
         identity["data"]["cap"] = list(config.fedavg_data_cap)
-    return identity
+    return _with_layout(config, identity)
 
 
 def _provenance(config: AblationConfig, dataset: data.Dataset, identity: dict) -> dict:
@@ -119,8 +137,15 @@ def _encoding(stack: defenses.DefenseStack) -> str | None:
 def utility_row(config: AblationConfig, dataset: data.Dataset, normalized: np.ndarray,
                 model: models.Model, stack: defenses.DefenseStack, identity: dict, rid: str,
                 workdir: Path) -> UtilityRow:
-    """Federated training of the stack's model; one utility row, appended to results."""
-    info = dataset.info
+    """Federated training of the stack's model; one utility row, appended to results.
+
+    ``normalized`` is the training set normalised in jgi's layout; in another layout it
+    is recomputed from ``dataset`` (all training images in that layout: 737 MB of
+    float32 for MNIST at 32x32x3).
+    """
+    info = layout_info(config, dataset)
+    if config.layout != "jgi":
+        normalized = data.normalize(data.layout_images(dataset.x_train, config.layout), info)
     keys = RunKeys(config.seed)
     split = fl.iid_split(keys.split, len(dataset.y_train), config.num_clients,
                          config.val_fraction)
@@ -133,12 +158,13 @@ def utility_row(config: AblationConfig, dataset: data.Dataset, normalized: np.nd
         cap_note = (f" (capped: at most {train_cap} training and "
                     f"{val_cap} validation images per client, {test_cap} test images)")
     cdata = fedavg.client_data(normalized, dataset.y_train, split)
-    x_test = jnp.asarray(data.normalize(x_test, info))
+    x_test = jnp.asarray(data.normalize(data.layout_images(x_test, config.layout), info))
     y_test = jnp.asarray(y_test)
     fcfg = config.fedavg
     say(f"fedavg: {config.num_clients} clients x {cdata.y_train.shape[1]} training images, "
         f"{len(y_test)} test images{cap_note}, up to {fcfg.rounds} rounds (patience "
-        f"{fcfg.patience}), {model.name} ({info.name}), defenses {stack.names or 'none'}, "
+        f"{fcfg.patience}), {model.name} ({info.name} {info.image_shape}), defenses "
+        f"{stack.names or 'none'}, "
         f"device {device_description()}")
     checkpoint = fedavg_checkpoint(workdir / "checkpoints" / rid, config.checkpoint_seconds)
     result = fedavg.train(model, stack, cdata, x_test, y_test, keys.fedavg, fcfg,
@@ -150,7 +176,7 @@ def utility_row(config: AblationConfig, dataset: data.Dataset, normalized: np.nd
     row = UtilityRow(
         row_id=rid, model=config.model, dataset=config.dataset,
         defenses=tuple(stack.names), encoding=_encoding(stack), seed=config.seed,
-        accuracy=result.accuracy, final_accuracy=result.final_accuracy,
+        layout=config.layout, accuracy=result.accuracy, final_accuracy=result.final_accuracy,
         max_accuracy=result.max_accuracy, best_round=result.best_round,
         rounds=result.rounds, stopped_early=result.stopped_early,
         history=result.history, wall_seconds=result.wall_seconds,
@@ -167,7 +193,7 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
                model: models.Model, stack: defenses.DefenseStack, attack: str,
                identity: dict, rid: str, workdir: Path) -> AttackRow:
     """Every victim's update under ``stack``, inverted by ``attack``; one attack row."""
-    info = dataset.info
+    info = layout_info(config, dataset)
     keys = victims.keys
     params = model.init(keys.model, info.image_shape)
     randomness = fl.sample_victim_randomness(keys.client, model, params, stack,
@@ -186,7 +212,7 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
     cfg = config.ig
     knowledge = ATTACKS[attack](stack)
     say(f"attack: {attack.upper()} on {config.victims} victims of client "
-        f"{config.victim_client}, {model.name} ({info.name}), defenses "
+        f"{config.victim_client}, {model.name} ({info.name} {info.image_shape}), defenses "
         f"{stack.names or 'none'}, up to {cfg.max_iters} iterations, "
         f"device {device_description()}")
     checkpoint = AttackCheckpoint(workdir / "checkpoints" / rid, config.checkpoint_seconds)
@@ -212,6 +238,7 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
         row_id=rid, model=config.model, dataset=config.dataset,
         defenses=tuple(stack.names), encoding=_encoding(stack), attack=attack,
         knowledge=dataclasses.asdict(knowledge), seed=config.seed, n_victims=config.victims,
+        layout=config.layout,
         **{k: summary[k] for k in ("ssim_mean", "ssim_std", "psnr_mean", "psnr_std",
                                    "mse_mean", "mse_std", "asr")},
         **{k: tuple(summary[k]) for k in ("per_victim_ssim", "per_victim_psnr",

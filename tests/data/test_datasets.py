@@ -178,3 +178,22 @@ def test_auto_does_not_download_when_the_tfds_server_is_unreachable(monkeypatch)
     monkeypatch.setattr(datasets, "load_tfds", fake_tfds)
     assert data.load("mnist").source == "embedded"
     assert calls == [False]
+
+
+def test_the_authors_layout_is_32x32x3_in_range_and_bilinear(mnist_sample, cifar_sample):
+    x = mnist_sample.x_train[:4]
+    y = data.layout_images(x, "authors")
+    assert y.shape == (4, 32, 32, 3) and y.dtype == np.float32
+    assert 0.0 <= y.min() and y.max() <= 1.0 and y.max() > 0.9  # real digits stay bright
+    np.testing.assert_array_equal(y[..., 0], y[..., 2])  # grey repeated over 3 channels
+    assert abs(float(y.mean()) - float(x.mean())) < 0.01  # upsampling keeps the mean
+    # half-pixel bilinear: output pixel 1 of 32 sits at 0.8125 of the way to input 1
+    ramp = np.tile(np.arange(28, dtype=np.float32)[None, :, None], (28, 1, 1))[None] / 27
+    out = data.layout_images(ramp, "authors")[0, 0, :, 0]
+    np.testing.assert_allclose(out[:3] * 27, [0.0, 0.8125, 1.6875], atol=1e-5)
+    np.testing.assert_array_equal(data.layout_images(x, "jgi"), x)
+    info = data.layout_info(mnist_sample.info, "authors")
+    assert info.image_shape == (32, 32, 3) and info.mean == mnist_sample.info.mean * 3
+    assert data.apply_layout(cifar_sample, "authors") is cifar_sample  # already 32x32x3
+    with pytest.raises(data.DataError, match="Unknown layout 'torch'.*jgi, authors"):
+        data.layout_images(x, "torch")

@@ -79,3 +79,24 @@ def test_errors_name_the_layer_and_both_shapes():
         models.get("cnn", padding="FULL")
     with pytest.raises(ValueError, match=r"no option\(s\) \['foo'\].*padding"):
         models.get("cnn", foo=1)
+
+
+def test_the_authors_layout_has_the_papers_parameter_and_pruning_counts():
+    from jgi import data
+    from jgi.pipeline.config import AblationConfig
+
+    # one flag: the layout's model options reach the model (and are recorded in its rows)
+    options = dict(AblationConfig(layout="authors", data_source="embedded").model_options)
+    assert options == {"padding": "VALID"}
+    shape = data.layout_info(data.DATASETS["mnist"], "authors").image_shape
+    assert shape == (32, 32, 3)
+    model = models.get("cnn", **options)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), shape))
+    n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    assert n == 65_962  # jgi's 28x28x1 SAME CNN: 74,762
+    # The paper: 660 of the CNN's parameters kept at 99% pruning (16,092 of the ViT's
+    # 1,609,216: tests/models/test_vit.py): 1% of all parameters, rounded.
+    assert round(0.01 * n) == 660
+    # jgi prunes per layer, int(0.99 n_l) entries of each tensor (pruning.layer_mask; a
+    # mask of a random update kept 663 when measured), which keeps 3 more here.
+    assert sum(p.size - int(0.99 * p.size) for p in jax.tree.leaves(params)) == 663

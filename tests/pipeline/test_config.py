@@ -64,3 +64,26 @@ def test_smoke_fedavg_trains_on_capped_data_with_the_full_reference_files(
     assert row.config["data"]["n_train"] == 60_000  # the full reference file was loaded
     assert row.config["data"]["cap"] == [180, 20, 500]
     assert "(capped: at most 180 training" in capsys.readouterr().out
+
+
+def test_one_layout_flag_sets_data_model_and_row_identity(mnist_sample):
+    from jgi import defenses, models
+    from jgi.pipeline import rows
+
+    authors = pipeline.AblationConfig(layout="authors", victims=2)
+    assert dict(authors.model_options) == {"padding": "VALID"}
+    assert dict(pipeline.AblationConfig(model="vit", layout="authors").model_options) == {}
+    stack = defenses.from_names([])
+    ids = {}
+    for config in (pipeline.AblationConfig(victims=2), authors):
+        model = models.get("cnn", **dict(config.model_options))
+        ids[config.layout] = rows.attack_identity(config, mnist_sample, model, stack, "ig")
+        victims = rows.victim_set(config, mnist_sample)
+        assert victims.x.shape[1:] == rows.layout_info(config, mnist_sample).image_shape
+    assert "layout" not in ids["jgi"]  # rows made before layouts keep their ids
+    assert ids["authors"]["layout"] == "authors"
+    assert ids["authors"]["model"]["padding"] == "VALID"
+    with pytest.raises(ValueError, match="Unknown layout 'torch'.*jgi, authors"):
+        pipeline.AblationConfig(layout="torch")
+    with pytest.raises(ValueError, match="sets the cnn's padding to 'VALID'.*'SAME'"):
+        pipeline.AblationConfig(layout="authors", model_options=(("padding", "SAME"),))
