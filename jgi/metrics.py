@@ -6,6 +6,16 @@
 - ``psnr`` in dB and ``mse``, through dm-pix.
 - ``attack_success_rate``: the fraction of victims with SSIM above 0.5 (core paper,
   section 5.2, after Wagner et al. 2018).
+- ``ssim_authors``: SSIM as the ablation paper's authors' code computes it
+  (AUTHORS-CODE.md: torchmetrics' SSIM, Gaussian window 11 / sigma 1.5, per image,
+  after **per-image min-max scaling of both images over all channels**, on the
+  normalised tensors). torchmetrics reflect-pads by 5 pixels, filters and crops the 5
+  border pixels again, which leaves exactly the ``valid`` windows that ``ssim`` averages;
+  after the scaling both images span [0, 1], so its inferred data range is 1. What
+  differs from ``ssim`` is the scaling: it forgives a reconstruction any positive gain
+  and offset (a faint or washed-out copy scores 1), and on CIFAR-10 the per-channel
+  normalisation before the scaling weights the channels differently. A constant image
+  (max = min; torch would divide by 0) is scaled to all zeros here.
 """
 
 from __future__ import annotations
@@ -37,6 +47,35 @@ def ssim(originals, reconstructions) -> np.ndarray:
     return np.asarray(_ssim(*_check(originals, reconstructions)))
 
 
+def minmax_scale(x) -> jax.Array:
+    """Each image of (N, H, W, C) mapped to [0, 1] by its own min and max over all pixels
+    and channels; a constant image becomes 0."""
+    x = jnp.asarray(x, jnp.float32)
+    lo = jnp.min(x, axis=(1, 2, 3), keepdims=True)
+    span = jnp.max(x, axis=(1, 2, 3), keepdims=True) - lo
+    return jnp.where(span > 0, (x - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+
+
+def ssim_authors(originals, reconstructions, mean=None, std=None) -> np.ndarray:
+    """Per-image SSIM (N,) as the ablation paper's authors compute it (module docstring).
+
+    Args:
+      originals, reconstructions: (N, H, W, C) images in [0, 1].
+      mean, std: the per-channel normalisation the model saw (``DatasetInfo.mean``,
+        ``.std``); the authors scale the normalised tensors. None: the images as given
+        (the same result whenever every channel shares one mean and std, e.g. MNIST).
+    """
+    a, b = _check(originals, reconstructions)
+    if (mean is None) != (std is None):
+        raise ValueError("ssim_authors: give both mean and std (the normalisation) or "
+                         "neither.")
+    if mean is not None:
+        mean = jnp.asarray(mean, jnp.float32)
+        std = jnp.asarray(std, jnp.float32)
+        a, b = (a - mean) / std, (b - mean) / std
+    return np.asarray(_ssim(minmax_scale(a), minmax_scale(b)))
+
+
 def mse(originals, reconstructions) -> np.ndarray:
     """Per-image mean squared error (N,)."""
     return np.asarray(dm_pix.mse(*_check(originals, reconstructions)))
@@ -55,9 +94,12 @@ def attack_success_rate(ssims, threshold: float = ASR_THRESHOLD) -> float:
     return float(np.mean(ssims > threshold))
 
 
-def summarize(originals, reconstructions) -> dict:
-    """All metrics for one victim set: means, stds, ASR and the per-victim SSIMs."""
+def summarize(originals, reconstructions, mean=None, std=None) -> dict:
+    """All metrics for one victim set: means, stds, ASR and the per-victim SSIMs, with
+    jgi's SSIM and the authors' (``*_authors``; ``mean``/``std`` as in
+    :func:`ssim_authors`)."""
     s = ssim(originals, reconstructions)
+    sa = ssim_authors(originals, reconstructions, mean, std)
     p = psnr(originals, reconstructions)
     m = mse(originals, reconstructions)
     finite_p = p[np.isfinite(p)]
@@ -72,4 +114,8 @@ def summarize(originals, reconstructions) -> dict:
         "per_victim_ssim": [float(v) for v in s],
         "per_victim_psnr": [float(v) for v in p],
         "per_victim_mse": [float(v) for v in m],
+        "ssim_authors_mean": float(np.mean(sa)),
+        "ssim_authors_std": float(np.std(sa)),
+        "asr_authors": attack_success_rate(sa),
+        "per_victim_ssim_authors": [float(v) for v in sa],
     }

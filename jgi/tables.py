@@ -2,9 +2,12 @@
 
 Columns: dataset, model, DO (dropout), DP, GP (gradient pruning), PM (privacy module:
 P = PRECODE, C = CVB), Enc (input encoding: MixUp or InstaHide; not in the paper),
-attack, SSIM mean (± std over victims), ASR in %, accuracy (test accuracy of the
-federated model, mean ± std over seeds), and the paper's published SSIM, ASR and
-accuracy for the same CNN row where one exists (:data:`PAPER_TABLE4`).
+attack, SSIM mean (± std over victims), ASR in %, the same two with the ablation
+paper's authors' SSIM (:func:`jgi.metrics.ssim_authors`; "–" for rows made before it was
+recorded), accuracy (test accuracy of the federated model, mean ± std over seeds), and
+the paper's published SSIM, ASR and accuracy for the same CNN row where one exists
+(:data:`PAPER_TABLE4`). Rows in the authors' layout (``layout="authors"``) say so in the
+Settings column and never pool with rows in jgi's.
 """
 
 from __future__ import annotations
@@ -122,13 +125,13 @@ def _group_key(row: AttackRow):
     config.pop("seed", None)
     config.pop("preset", None)
     return (row.dataset, row.model, tuple(canonical_defenses(row.defenses)),
-            row.attack, json.dumps(config, sort_keys=True, default=str))
+            row.attack, json.dumps(config, sort_keys=True, default=str), row.layout)
 
 
 def _stack_key(row: Row):
     """What attack and utility rows of the same defense stack have in common."""
     return (row.dataset, row.model, tuple(canonical_defenses(row.defenses)),
-            settings_note(row), (row.config or {}).get("preset"))
+            settings_note(row), (row.config or {}).get("preset"), row.layout)
 
 
 def aggregate(rows: Iterable[Row | dict[str, Any]]) -> list[dict[str, Any]]:
@@ -146,8 +149,12 @@ def aggregate(rows: Iterable[Row | dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(row, AttackRow):
             groups[_group_key(row)].append(row)
     merged, covered = [], set()
-    for (dataset, model, defenses, attack, _), members in groups.items():
+    for (dataset, model, defenses, attack, _, layout), members in groups.items():
         ssims = np.concatenate([np.asarray(r.per_victim_ssim, float) for r in members])
+        # the authors' SSIM only when every seed's row recorded it
+        authors = (np.concatenate([np.asarray(r.per_victim_ssim_authors, float)
+                                   for r in members])
+                   if all(r.per_victim_ssim_authors for r in members) else None)
         key = _stack_key(members[0])
         covered.add(key)
         accs = utility.get(key, [])
@@ -158,6 +165,10 @@ def aggregate(rows: Iterable[Row | dict[str, Any]]) -> list[dict[str, Any]]:
             "n_victims": int(ssims.size),
             "ssim_mean": float(ssims.mean()), "ssim_std": float(ssims.std()),
             "asr": float(np.mean(ssims > 0.5)),
+            "ssim_authors_mean": float(authors.mean()) if authors is not None else None,
+            "ssim_authors_std": float(authors.std()) if authors is not None else None,
+            "asr_authors": float(np.mean(authors > 0.5)) if authors is not None else None,
+            "layout": layout,
             "psnr_mean": float(np.mean([r.psnr_mean for r in members])),
             "accuracy": float(np.mean(accs)) if accs else None,
             "accuracy_std": float(np.std(accs)) if accs else None,
@@ -166,17 +177,19 @@ def aggregate(rows: Iterable[Row | dict[str, Any]]) -> list[dict[str, Any]]:
     for key, accs in utility.items():
         if key in covered:
             continue
-        dataset, model, defenses, settings, _ = key
+        dataset, model, defenses, settings, _, layout = key
         merged.append({"dataset": dataset, "model": model, "defenses": list(defenses),
                        "attack": "–", "settings": settings, "n_victims": 0,
                        "ssim_mean": None, "ssim_std": None, "asr": None,
+                       "ssim_authors_mean": None, "ssim_authors_std": None,
+                       "asr_authors": None, "layout": layout,
                        "accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
                        "accuracy_seeds": len(accs)})
     order = {d: i for i, d in enumerate(DATASET_LABELS)}
     stack_order = {(ds, st): i for i, (ds, st) in enumerate(PAPER_TABLE4)}
     merged.sort(key=lambda r: (order.get(r["dataset"], 99), r["model"],
                                stack_order.get((r["dataset"], tuple(r["defenses"])), 999),
-                               r["defenses"], r["attack"]))
+                               r["defenses"], r["attack"], r["layout"]))
     return merged
 
 
@@ -188,21 +201,31 @@ def _fmt_acc(row):
     return f"{100 * row['accuracy']:.2f} (± {100 * row['accuracy_std']:.2f})"
 
 
+def _settings_cell(r: dict[str, Any]) -> str:
+    cell = r["settings"] or "paper"
+    return cell if r.get("layout", "jgi") == "jgi" else f"{cell}, authors' layout"
+
+
+def _fmt_ssim(mean, std) -> str:
+    return f"{mean:.2f} (± {std:.2f})" if mean is not None else "–"
+
+
 def table_rows(rows: Iterable[Row | dict[str, Any]]) -> list[list[str]]:
     """Header plus one list of cells per aggregated row."""
     out = [["Dataset", "Model", "DO", "DP", "GP", "PM", "Enc", "Settings", "Attack", "Victims",
-            "SSIM ↓", "ASR [%] ↓", "Accuracy [%] ↑", "Paper (CDIA) SSIM", "Paper (CDIA) ASR [%]",
-            "Paper accuracy [%]"]]
+            "SSIM ↓", "ASR [%] ↓", "Authors' SSIM ↓", "Authors' ASR [%] ↓", "Accuracy [%] ↑",
+            "Paper (CDIA) SSIM", "Paper (CDIA) ASR [%]", "Paper accuracy [%]"]]
     for r in aggregate(rows):
         paper = PAPER_TABLE4.get((r["dataset"], tuple(r["defenses"]))) \
             if r["model"] == "cnn" and not r["settings"] else None
         out.append([
             DATASET_LABELS.get(r["dataset"], r["dataset"]), r["model"],
-            *defense_columns(r["defenses"]), r["settings"] or "paper",
+            *defense_columns(r["defenses"]), _settings_cell(r),
             r["attack"].upper(), str(r["n_victims"]) if r["n_victims"] else "–",
-            f"{r['ssim_mean']:.2f} (± {r['ssim_std']:.2f})" if r["ssim_mean"] is not None
-            else "–",
+            _fmt_ssim(r["ssim_mean"], r["ssim_std"]),
             f"{100 * r['asr']:.2f}" if r["asr"] is not None else "–",
+            _fmt_ssim(r["ssim_authors_mean"], r["ssim_authors_std"]),
+            f"{100 * r['asr_authors']:.2f}" if r["asr_authors"] is not None else "–",
             _fmt_acc(r),
             f"{paper['ssim_mean']:.2f} (± {paper['ssim_std']:.2f})" if paper else "–",
             f"{paper['asr_percent']:.2f}" if paper else "–",

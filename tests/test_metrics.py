@@ -67,3 +67,38 @@ def test_shape_mismatch_is_explained():
         metrics.ssim(np.zeros((1, 8, 8, 1)), np.zeros((1, 8, 8, 3)))
     with pytest.raises(ValueError, match="no victims"):
         metrics.attack_success_rate([])
+
+
+def test_authors_ssim_min_max_scales_each_image_over_all_channels():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.1, 0.8, size=(14, 15)).astype(np.float32)
+    b = np.clip(a + 0.2 * rng.normal(size=a.shape), 0, 1).astype(np.float32)
+
+    def scaled(x):  # by hand: (x - min) / (max - min) over the whole image
+        x = x.astype(np.float64)
+        return (x - x.min()) / (x.max() - x.min())
+
+    expected = _gaussian_ssim_reference(scaled(a), scaled(b))
+    got = metrics.ssim_authors(a[None, ..., None], b[None, ..., None])[0]
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert abs(expected - _gaussian_ssim_reference(a, b)) > 0.01  # scaling matters: 0.015
+    # a faint copy (gain 0.3, offset 0.2) scores 1 with the authors' SSIM, not with jgi's
+    x = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    faint = 0.3 * x + 0.2
+    np.testing.assert_allclose(metrics.ssim_authors(x, faint), 1.0, atol=1e-5)
+    assert metrics.ssim(x, faint).max() < 0.9  # measured 0.52
+    # one mean and std for all channels (MNIST) changes nothing; CIFAR-10's do
+    mnist = metrics.ssim_authors(x, x[::-1], [0.13] * 3, [0.31] * 3)
+    np.testing.assert_allclose(mnist, metrics.ssim_authors(x, x[::-1]), atol=1e-5)
+    mean, std = np.array([0.49, 0.48, 0.45]), np.array([0.25, 0.24, 0.26])
+    y = x * np.array([1.0, 1.0, 0.2], np.float32)  # a reconstruction with a dim channel
+    cifar = metrics.ssim_authors(x, y, mean, std)
+    by_hand = metrics.ssim(*(metrics.minmax_scale((v - mean) / std) for v in (x, y)))
+    np.testing.assert_allclose(cifar, by_hand, atol=1e-6)
+    assert np.abs(cifar - metrics.ssim_authors(x, y)).max() > 0.01
+    # a constant image is scaled to zeros, not NaN; summarize reports both SSIMs
+    summary = metrics.summarize(np.full((1, 16, 16, 1), 0.5, np.float32), x[:1, ..., :1])
+    assert np.isfinite(summary["ssim_authors_mean"]) and summary["asr_authors"] == 0.0
+    assert len(summary["per_victim_ssim_authors"]) == 1
+    with pytest.raises(ValueError, match="both mean and std"):
+        metrics.ssim_authors(x, x, mean=[0.1])

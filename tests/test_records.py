@@ -38,3 +38,13 @@ def test_a_row_missing_a_required_field_names_it():
         records.from_json(bad)
     with pytest.raises(ValueError, match="Unknown row kind 'plot'"):
         records.from_json({**_attack_json(), "kind": "plot"})
+
+
+def test_old_rows_lack_the_authors_ssim_and_layout_and_still_load():
+    row = records.from_json(_attack_json())
+    assert row.ssim_authors_mean is None and row.per_victim_ssim_authors == ()
+    assert row.layout == "jgi"
+    new = records.from_json({**_attack_json(), "per_victim_ssim_authors": [0.95, 0.4],
+                             "asr_authors": 0.5, "layout": "authors"})
+    assert new.per_victim_ssim_authors == (0.95, 0.4) and new.layout == "authors"
+    assert records.from_json(json.loads(json.dumps(new.to_json()))) == new

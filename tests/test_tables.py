@@ -32,3 +32,24 @@ def test_seeds_are_pooled_and_accuracy_is_mean_and_std_over_seeds():
 def test_one_seed_is_not_shown_as_zero_spread():
     table = tables.markdown_table([_attack(0, [0.9]), _utility(0, 0.97)])
     assert "97.00 (1 seed)" in table and "97.00 (± 0.00)" not in table
+
+
+def test_authors_ssim_columns_pool_seeds_and_old_rows_print_a_dash():
+    new = [{**_attack(s, [0.9, 0.2]), "per_victim_ssim_authors": v}
+           for s, v in ((0, [0.95, 0.6]), (1, [0.7, 0.1]))]
+    (entry,) = tables.aggregate(new)
+    np.testing.assert_allclose(entry["ssim_authors_mean"], 0.5875)
+    np.testing.assert_allclose(entry["asr_authors"], 0.75)  # 0.95, 0.6, 0.7 above 0.5
+    header, cells = tables.table_rows(new)
+    assert cells[header.index("Authors' SSIM ↓")] == "0.59 (± 0.31)"
+    assert cells[header.index("Authors' ASR [%] ↓")] == "75.00"
+    # one seed without it (an old row): the pooled column is a dash, the rest prints
+    header, cells = tables.table_rows([new[0], _attack(1, [0.6, 0.4])])
+    assert cells[header.index("Authors' SSIM ↓")] == "–"
+    assert cells[header.index("SSIM ↓")] == "0.53 (± 0.26)"
+    # rows of the authors' layout never pool with jgi's and say so
+    authors = {**_attack(0, [0.1, 0.1]), "layout": "authors",
+               "config": {**_attack(0, [])["config"], "layout": "authors"}}
+    rows = tables.table_rows([_attack(0, [0.9, 0.9]), authors])
+    settings = sorted(r[rows[0].index("Settings")] for r in rows[1:])
+    assert settings == ["paper", "paper, authors' layout"]

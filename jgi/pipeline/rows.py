@@ -225,7 +225,7 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
     if checkpoint.restored_iteration is not None:
         say(f"resumed from the checkpoint at iteration {checkpoint.restored_iteration}")
     recon = np.clip(data.denormalize(result.best["x"], info), 0.0, 1.0)
-    summary = metrics.summarize(victims.originals, recon)
+    summary = metrics.summarize(victims.originals, recon, info.mean, info.std)
 
     recon_dir = workdir / "reconstructions"
     recon_dir.mkdir(exist_ok=True)
@@ -242,7 +242,8 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
         **{k: summary[k] for k in ("ssim_mean", "ssim_std", "psnr_mean", "psnr_std",
                                    "mse_mean", "mse_std", "asr")},
         **{k: tuple(summary[k]) for k in ("per_victim_ssim", "per_victim_psnr",
-                                          "per_victim_mse")},
+                                          "per_victim_mse", "per_victim_ssim_authors")},
+        **{k: summary[k] for k in ("ssim_authors_mean", "ssim_authors_std", "asr_authors")},
         iterations=tuple(int(i) for i in result.iterations),
         iterations_mean=float(np.mean(result.iterations)),
         stop_reasons=stop_counts,
@@ -253,5 +254,6 @@ def attack_row(config: AblationConfig, dataset: data.Dataset, victims: Victims,
         **_provenance(config, dataset, identity))
     _record(workdir, row, checkpoint)
     say(f"        SSIM {row.ssim_mean:.3f} (± {row.ssim_std:.3f}), "
-        f"ASR {100 * row.asr:.2f}%, {row.wall_seconds:.0f} s")
+        f"ASR {100 * row.asr:.2f}%; authors' SSIM {row.ssim_authors_mean:.3f}, ASR "
+        f"{100 * row.asr_authors:.2f}%; {row.wall_seconds:.0f} s")
     return row
