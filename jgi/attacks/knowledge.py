@@ -27,7 +27,7 @@ from jgi.models.interface import Model
 
 DropoutMode = Literal["ignore", "known", "estimate"]
 BottleneckMode = Literal["ignore", "known", "estimate", "exclude"]
-DPMode = Literal["ignore", "known", "estimate"]
+DPMode = Literal["ignore", "known", "estimate", "fresh"]
 PruneMode = Literal["ignore", "observed"]
 
 MODES: dict[str, tuple[str, ...]] = {
@@ -47,10 +47,19 @@ class Knowledge:
         "estimate" (relaxed masks optimised: DIA).
       bottleneck: "ignore" (fresh eps), "known", "estimate" (VBIA), "exclude" (PIG).
       dp: "ignore" (no DP on the dummy update), "known" (client's noise: WIIG),
-        "estimate" (noise optimised: DPIA).
+        "estimate" (noise optimised: DPIA), "fresh" (the client's DP transform applied
+        to the dummy update with noise drawn afresh every iteration: candidate (1) for
+        the core paper's DP rows, what a gradient routine shared by client and attacker
+        would do; never a default, see :mod:`jgi.attacks.authors`).
       prune: "ignore" or "observed" (the client's mask, read off the update: GPIA).
       mask_reg_weight: DIA's mask regulariser weight (1e-4).
       dp_reg_weight: DPIA's noise regulariser weight (1e-4, our choice).
+      estimate_lr_scale: factor on the optimiser's step for every estimate (masks, eps,
+        Xi), the image's step unchanged. 1 (default) is one learning rate for all, as
+        the papers state; 0.1 is candidate (3)'s "eps and mask learning rate 0.1" with
+        the image at IG's 1 (:mod:`jgi.attacks.authors`).
+      signed_estimates: feed the sign of the estimates' gradient to Adam, as the image's
+        is (default False: the DIA authors' code signs the image only); candidate (3).
 
     Raises:
       ValueError: on construction, for a mode that is not one of the field's valid
@@ -63,12 +72,20 @@ class Knowledge:
     prune: PruneMode = "ignore"
     mask_reg_weight: float = 1e-4
     dp_reg_weight: float = 1e-4
+    estimate_lr_scale: float = 1.0
+    signed_estimates: bool = False
 
     def __post_init__(self):
         for field, valid in MODES.items():
             value = getattr(self, field)
             if value not in valid:
                 raise ValueError(f"Knowledge.{field}={value!r} is not one of {', '.join(valid)}.")
+        if not self.estimate_lr_scale > 0:
+            raise ValueError(f"Knowledge.estimate_lr_scale must be > 0 (a factor on the "
+                             f"estimates' step; 1 = the image's), got {self.estimate_lr_scale}.")
+        if not isinstance(self.signed_estimates, bool):
+            raise ValueError(f"Knowledge.signed_estimates must be True or False, got "
+                             f"{self.signed_estimates!r}.")
 
     def needs_client_noise(self) -> bool:
         return "known" in (self.dropout, self.bottleneck)

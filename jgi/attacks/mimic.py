@@ -28,6 +28,13 @@ papers and chosen here:
 - Optimiser: one Adam (lr 1, the IG schedule with its plateau rule) over all optimised
   quantities; the sign of the gradient is taken for the image only, as the DIA
   authors' code does (``use_grad_signs`` acts on the dummy data only).
+  ``Knowledge.signed_estimates`` signs the estimates' gradient too and
+  ``Knowledge.estimate_lr_scale`` scales their step (candidate (3) for the paper's DP
+  rows, :mod:`jgi.attacks.authors`; off by default).
+- ``dp="fresh"``: the dummy update is privatised as the client's is, with noise drawn
+  from ``fold_in(step key, 1)`` every iteration (candidate (1); off by default). The
+  model noise keeps the step key itself, so the fresh model noise is the same as
+  without it.
 - Initial keys: the image is drawn from the victim's init key itself (so an attack with
   nothing to estimate starts where IG starts), each estimate from
   ``fold_in(key, estimator.salt)``.
@@ -57,6 +64,7 @@ from jgi.attacks.knowledge import (
     Regularizer,
 )
 from jgi.attacks.regularizers import total_variation
+from jgi.defenses import dp as dp_lib
 from jgi.defenses import pruning
 from jgi.defenses.stack import DefenseStack
 from jgi.fl.client import ClientRandomness, client_update
@@ -76,13 +84,33 @@ def estimators(knowledge: Knowledge) -> tuple[Estimator, ...]:
     return tuple(e for e in ESTIMATORS if getattr(knowledge, e.randomness) == "estimate")
 
 
-def optimizer(config: IGConfig) -> optax.GradientTransformationExtraArgs:
-    """IG's optimiser over a candidate dict; the gradient's sign only for ``"x"``."""
-    def sign_mask(candidate):
-        return {k: jax.tree.map(lambda _, is_x=(k == "x"): is_x, v)
-                for k, v in candidate.items()}
+def optimizer(config: IGConfig,
+              knowledge: Knowledge | None = None) -> optax.GradientTransformationExtraArgs:
+    """IG's optimiser over a candidate dict.
 
-    return config.optimizer(sign_mask=sign_mask)
+    The gradient's sign for ``"x"`` only (for every entry with
+    ``knowledge.signed_estimates``); with ``knowledge.estimate_lr_scale != 1`` every
+    entry but ``"x"`` has its step scaled by that factor after Adam and the plateau
+    rule. The defaults give exactly IG's optimiser with the estimates unsigned.
+    """
+    knowledge = Knowledge() if knowledge is None else knowledge
+
+    def entries(select):
+        def mask(candidate):
+            out = {}
+            for k, v in candidate.items():
+                on = bool(select(k))
+                out[k] = jax.tree.map(lambda _, on=on: on, v)
+            return out
+        return mask
+
+    sign_mask = entries(lambda k: True) if knowledge.signed_estimates else entries(
+        lambda k: k == "x")
+    base = config.optimizer(sign_mask=sign_mask)
+    if knowledge.estimate_lr_scale == 1.0:
+        return base
+    return optax.chain(base, optax.masked(optax.scale(knowledge.estimate_lr_scale),
+                                          entries(lambda k: k != "x")))
 
 
 def make_dummy_update(model: Model, stack: DefenseStack, knowledge: Knowledge,
@@ -90,13 +118,17 @@ def make_dummy_update(model: Model, stack: DefenseStack, knowledge: Knowledge,
     """``(candidate, victim, context, key) -> update``: the client's computation, mimicked.
 
     The model noise is the client's (known), the candidate's (estimated) or fresh
-    (ignored); DP is applied with the client's or the estimated noise, or not at all;
+    (ignored); DP is applied with the client's, the estimated or freshly drawn noise
+    (``dp="fresh"``), or not at all;
     the observed pruning mask is applied or not. With everything known, this runs
     exactly the client's :func:`jgi.fl.client_update` (pruning through the mask the
     client's own pruning produced), so the true image gives the observed update.
     """
     input_shape = tuple(input_shape)
     dp_only = DefenseStack(dp=stack.dp)
+    if knowledge.dp == "fresh" and stack.dp is None:
+        raise ValueError("dp='fresh' needs a stack with DP-SGD; the stack is "
+                         f"{stack.names or 'no defense'}.")
 
     def model_noise(candidate, victim, key):
         fresh = model.sample_noise(key, input_shape, 1)
@@ -117,7 +149,13 @@ def make_dummy_update(model: Model, stack: DefenseStack, knowledge: Knowledge,
         if knowledge.dp == "ignore":
             update = client_update(model, context["params"], x, y, ClientRandomness(noise))
         else:
-            xi = victim["dp_noise"] if knowledge.dp == "known" else candidate[dpia.ESTIMATOR.name]
+            if knowledge.dp == "fresh":  # candidate (1): new noise every iteration
+                xi = dp_lib.sample_noise(jax.random.fold_in(key, 1), context["params"],
+                                         stack.dp)
+            elif knowledge.dp == "known":
+                xi = victim["dp_noise"]
+            else:
+                xi = candidate[dpia.ESTIMATOR.name]
             update = client_update(model, context["params"], x, y,
                                    ClientRandomness(noise, xi), dp_only)
         if knowledge.prune == "observed":
@@ -182,8 +220,8 @@ def problem(model: Model, stack: DefenseStack, knowledge: Knowledge,
                 candidate = {**candidate, e.name: e.project(candidate[e.name])}
         return candidate
 
-    return runner.Problem(init=init, objective=objective, optimizer=optimizer(config),
-                          project=project)
+    return runner.Problem(init=init, objective=objective,
+                          optimizer=optimizer(config, knowledge), project=project)
 
 
 def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
