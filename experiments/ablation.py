@@ -94,8 +94,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     "reported in the layout of the core paper's Table 4.")
     parser.add_argument("--model", default="cnn", choices=sorted(models.MODELS))
     parser.add_argument("--model-options", default=None,
-                        help="extra model options, e.g. padding=VALID (the authors' CNN layout "
-                             "on 32x32 inputs)")
+                        help="extra model options, e.g. precode_position=classifier (PRECODE "
+                             "just before the classifier; the default, slot0, puts it where the "
+                             "CVB sits) or padding=VALID")
     parser.add_argument("--dataset", default="mnist", choices=sorted(data.DATASETS))
     parser.add_argument("--layout", default="jgi", choices=data.LAYOUTS,
                         help="jgi (default: native shapes, MNIST 28x28x1, the CNN with SAME "
