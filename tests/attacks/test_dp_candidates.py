@@ -172,3 +172,18 @@ def test_bad_candidates_and_knowledge_are_refused_with_the_reason():
         Knowledge(estimate_lr_scale=0.0)
     with pytest.raises(ValueError, match="is not one of ignore, known, estimate, fresh"):
         Knowledge(dp="sampled")
+
+
+def test_the_experiment_reuses_a_row_a_candidate_does_not_change_and_prints_the_paper():
+    from experiments import dp_candidates as exp
+
+    # Estimate options change nothing when nothing is estimated (DP alone): same identity.
+    dp = defenses.from_names("dp")
+    assert exp.effective(authors.get("est-sign").knowledge(dp)) == cdia.knowledge_for(dp)
+    cvb = defenses.from_names("dp,cvb")
+    assert exp.effective(authors.get("est-sign").knowledge(cvb)).signed_estimates
+    rows = [{"candidate": "none", "stack": "DP + CVB", "ssim_mean": 0.8, "asr": 1.0}]
+    text = exp.markdown(rows, ["none", "fresh-dp"], ["DP + CVB", "DP"])
+    assert "| **paper (Table 4, CDIA)** | | 0.14 / 0.0% | 0.93 / 100.0% |" in text
+    assert "| `none` (CDIA as jgi runs it) | 0 | 0.80 / 100.0% | – |" in text
+    assert "| `fresh-dp` (" in text and text.count("–") >= 3
