@@ -1,0 +1,251 @@
+"""GRNN with and without the client's normalisation, and GIAS against IG at batch 4, on MNIST.
+
+    JGI_DATA_DIR=/work/shared/data python -m experiments.grnn_gias --attack=grnn \
+        --victims=8 --iters=500 --out=runs/grnn
+    JGI_DATA_DIR=/work/shared/data python -m experiments.grnn_gias --attack=gias,ig \
+        --generator=runs/gen/mnist/generator.msgpack --victims=8 --batch=4 --out=runs/grnn
+
+GRNN (``--attack=grnn``): DLG's LeNet on 28x28x1 MNIST test digits, one image per
+victim (GRNN's batch 1), three settings of the data normalisation (NotEasy Fig. 17):
+
+- ``raw``: the client trains on [0, 1] images, GRNN feeds its sigmoid images as they are;
+- ``norm-unmapped``: the client normalises ``(x - mean) / std``, GRNN still feeds [0, 1]
+  images (what GRNN's code and NotEasy's port do);
+- ``norm-mapped``: the client normalises, GRNN maps its images the same way
+  (``normalization=(mean, std)``).
+
+GIAS and IG (``--attack=gias,ig``): ``--batch`` images per victim, drawn from the test
+set; the generator must be trained on MNIST (``experiments.train_generator``), so the
+victims lie in its domain. The client model is the study CNN-sized LeNet (DLG's, ReLU
+would break DLG-style attacks: sigmoid kept). IG: jgi's IG objective on the whole batch
+(cosine over all layers + TV 1e-4, Adam lr 0.1 on the pixels, box constraint, known
+labels), as many iterations as GIAS's two phases together, so both get the same budget
+of gradient evaluations per restart.
+
+Each setting appends one JSON row (SSIM/PSNR per image, loss, label accuracy, timings) to
+``<out>/rows.jsonl`` and its images to ``<out>/<setting>.npz``; ``--grid`` draws the
+picture grid of every saved setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jgi import data, metrics, models
+from jgi.attacks import gias, grnn, runner
+from jgi.attacks.distances import cosine_distance
+from jgi.attacks.regularizers import total_variation
+from jgi.fl.client import ClientRandomness, client_update
+
+SHAPE = (28, 28, 1)
+
+
+def victims_data(n: int, batch: int, seed: int = 0):
+    ds = data.load("mnist")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(ds.x_test.shape[0], n * batch, replace=False)
+    x = np.asarray(ds.x_test[idx], np.float32).reshape(n, batch, *SHAPE)
+    if x.max() > 1.5:
+        x = x / 255.0
+    y = np.asarray(ds.y_test[idx], np.int32).reshape(n, batch)
+    return jnp.asarray(x), jnp.asarray(y), data.DATASETS["mnist"]
+
+
+def observe(model, params, x, y):
+    return jax.jit(jax.vmap(lambda xv, yv: client_update(model, params, xv, yv)))(x, y)
+
+
+def row_of(setting, x, images, labels, y, loss, seconds, extra):
+    flat_x = np.asarray(x).reshape(-1, *SHAPE)
+    flat_r = np.clip(np.asarray(images).reshape(-1, *SHAPE), 0, 1)
+    ssim, psnr = metrics.ssim(flat_x, flat_r), metrics.psnr(flat_x, flat_r)
+    return {"setting": setting, "victims": int(x.shape[0]), "batch": int(x.shape[1]),
+            "ssim_mean": float(ssim.mean()), "ssim_median": float(np.median(ssim)),
+            "psnr_mean": float(psnr.mean()), "ssim": ssim.round(4).tolist(),
+            "psnr": psnr.round(2).tolist(),
+            "label_acc": float(np.mean(np.asarray(labels) == np.asarray(y))),
+            "loss": np.asarray(loss).tolist(), "seconds": seconds, **extra}
+
+
+def run_grnn(args, out: Path):
+    x, y, info = victims_data(args.victims, 1, args.seed)
+    model = models.get("lenet")
+    params = model.init(jax.random.key(args.seed), SHAPE)
+    rows = []
+    for setting in args.settings.split(","):
+        normalised = setting != "raw"
+        xm = (x - info.mean[0]) / info.std[0] if normalised else x
+        updates = observe(model, params, xm, y)
+        config = grnn.GRNNConfig(max_iters=args.iters, optimizer=args.grnn_optimizer,
+                                 lr=args.grnn_lr, chunk_size=50)
+        t0 = time.perf_counter()
+        result = grnn.reconstruct(model, params, updates, jax.random.key(args.seed + 1),
+                                  config, input_shape=SHAPE,
+                                  normalization=(info.mean, info.std)
+                                  if setting == "norm-mapped" else None,
+                                  progress=f"grnn {setting}")
+        seconds = time.perf_counter() - t0
+        row = row_of(f"grnn/{setting}", x, result.images, result.labels, y, result.loss,
+                     seconds, {"attack": "grnn", "iters": args.iters,
+                               "optimizer": args.grnn_optimizer, "lr": args.grnn_lr,
+                               "compile_s": result.attack.compile_seconds})
+        np.savez_compressed(out / f"grnn-{setting}.npz", x=np.asarray(x),
+                            images=result.images, labels=result.labels)
+        rows.append(row)
+        _append(out, row)
+    return rows
+
+
+def ig_batch(model, params, updates, labels, key, *, iters, lr, tv, bounds, batch,
+             progress):
+    """IG on a batch per victim: cosine + TV on the pixels, Adam, box, known labels."""
+    def init(k, victim, context):
+        del victim, context
+        return {"x": jax.random.normal(k, (batch, *SHAPE), jnp.float32)}
+
+    def objective(c, victim, context, k):
+        del k
+        update = client_update(model, context["params"], c["x"], victim["label"],
+                               ClientRandomness())
+        d = cosine_distance(update, victim["target"])
+        return d + tv * jnp.mean(jax.vmap(total_variation)(c["x"])), {}
+
+    def project(c, victim, context):
+        del victim
+        lo, hi = context["bounds"]
+        return {"x": jnp.clip(c["x"], lo, hi)}
+
+    marks = [int(iters // f) for f in (2.667, 1.6, 1.142)]
+    opt = optax.adam(optax.piecewise_constant_schedule(lr, {m: 0.1 for m in marks}))
+    problem = runner.Problem(init, objective, opt, project)
+    result = runner.run(problem, {"target": updates, "label": labels},
+                        {"params": params, "bounds": bounds}, key,
+                        runner.StoppingRule(iters, -np.inf, iters + 1), chunk_size=50,
+                        progress=progress)
+    return result
+
+
+def run_gias(args, out: Path):
+    from jgi.models import generator as gen_lib  # noqa: PLC0415
+    spec, gen_params = gen_lib.load_generator(args.generator)
+    x, y, info = victims_data(args.victims, args.batch, args.seed + 100)
+    model = models.get("lenet")
+    params = model.init(jax.random.key(args.seed), SHAPE)
+    normalization = (info.mean, info.std) if args.normalize else None
+    xm = (x - info.mean[0]) / info.std[0] if args.normalize else x
+    updates = observe(model, params, xm, y)
+    rows = []
+    for attack in args.attack.split(","):
+        if attack not in ("gias", "ig"):
+            continue
+        t0 = time.perf_counter()
+        if attack == "gias":
+            config = gias.GIASConfig(latent_iters=args.latent_iters, param_iters=args.param_iters,
+                                     restarts=args.restarts, batch_size=args.batch,
+                                     chunk_size=50)
+            result = gias.reconstruct(model, params, updates, jax.random.key(args.seed + 2),
+                                      config, input_shape=SHAPE,
+                                      generator=(spec, gen_params), labels=y,
+                                      normalization=normalization, progress="gias")
+            seconds = time.perf_counter() - t0
+            for name, images, loss in (("gias-latent", result.latent_images,
+                                        result.latent_loss),
+                                       ("gias", result.images, result.loss)):
+                row = row_of(name, x, images, result.labels, y, loss, seconds,
+                             {"attack": "gias", "latent_iters": args.latent_iters,
+                              "param_iters": args.param_iters if name == "gias" else 0,
+                              "restarts": args.restarts, "generator": str(args.generator),
+                              "normalized": bool(args.normalize)})
+                np.savez_compressed(out / f"{name}.npz", x=np.asarray(x), images=images,
+                                    labels=result.labels)
+                rows.append(row)
+                _append(out, row)
+        else:
+            iters = args.latent_iters + args.param_iters
+            lo, hi = ((0.0, 1.0) if not args.normalize else
+                      tuple(float(v[0]) for v in data.input_bounds(info)))
+            result = ig_batch(model, params, updates, y, jax.random.key(args.seed + 3),
+                              iters=iters, lr=0.1, tv=1e-4, bounds=(lo, hi),
+                              batch=args.batch, progress="ig")
+            seconds = time.perf_counter() - t0
+            images = np.asarray(result.best["x"])
+            if args.normalize:
+                images = images * info.std[0] + info.mean[0]
+            row = row_of("ig", x, images, y, y, result.best_loss, seconds,
+                         {"attack": "ig", "iters": iters, "restarts": 1,
+                          "normalized": bool(args.normalize)})
+            np.savez_compressed(out / "ig.npz", x=np.asarray(x), images=images, labels=y)
+            rows.append(row)
+            _append(out, row)
+    return rows
+
+
+def _append(out: Path, row: dict):
+    with open(out / "rows.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps({k: v for k, v in row.items() if k not in ("ssim", "psnr", "loss")}),
+          flush=True)
+
+
+def grid(out: Path, path: Path, names: list[str], per_row: int = 8):
+    """A PNG: the originals (of the first setting), then each setting's reconstructions."""
+    from PIL import Image  # noqa: PLC0415
+    first = np.load(out / f"{names[0]}.npz")
+    rows_imgs = [first["x"].reshape(-1, *SHAPE)[:per_row]]
+    rows_imgs += [np.load(out / f"{n}.npz")["images"].reshape(-1, *SHAPE)[:per_row]
+                  for n in names]
+    rows = []
+    for imgs in rows_imgs:
+        pad = np.ones((imgs.shape[0], 30, 30))
+        pad[:, 1:29, 1:29] = np.clip(imgs[..., 0], 0, 1)
+        rows.append(np.concatenate(list(pad), axis=1))
+    img = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+    Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
+    print("grid rows: original,", ", ".join(names), "->", path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--attack", default="grnn", help="grnn, gias, ig (comma-separated)")
+    p.add_argument("--victims", type=int, default=8)
+    p.add_argument("--iters", type=int, default=1000, help="GRNN iterations (1,000)")
+    p.add_argument("--settings", default="raw,norm-unmapped,norm-mapped")
+    p.add_argument("--grnn-optimizer", default="rmsprop")
+    p.add_argument("--grnn-lr", type=float, default=1e-4)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--generator", default="mnist")
+    p.add_argument("--latent-iters", type=int, default=500)
+    p.add_argument("--param-iters", type=int, default=5000)
+    p.add_argument("--restarts", type=int, default=3)
+    p.add_argument("--normalize", action="store_true",
+                   help="GIAS/IG: the client normalises its inputs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/grnn")
+    p.add_argument("--grid", default=None, help="write a PNG grid of these settings "
+                   "(comma-separated npz names) to --grid-path and exit")
+    p.add_argument("--grid-path", default="docs/results/grnn-gias-grnn.png")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.grid:
+        grid(out, Path(args.grid_path), args.grid.split(","))
+        return 0
+    attacks = set(args.attack.split(","))
+    if "grnn" in attacks:
+        run_grnn(args, out)
+    if attacks & {"gias", "ig"}:
+        run_gias(args, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
