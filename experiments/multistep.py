@@ -39,9 +39,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from jgi import data, fl, metrics, models
-from jgi.attacks import dlf, ig, label_counts, multistep
+from jgi.attacks import dlf, fedavg_update, ig, label_counts
 
-ATTACKS = ("single-step", "study", "consistent", "consistent+order", "dlf")
+ATTACKS = fedavg_update.ATTACKS
 
 
 def matched_scores(originals: np.ndarray, reconstructions: np.ndarray):
@@ -79,19 +79,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-source", default="auto", choices=data.SOURCES)
     args = parser.parse_args(argv)
     try:
-        attacks = [a for a in args.attacks.split(",") if a]
-        for a in attacks:
-            if a not in ATTACKS:
-                raise ValueError(f"unknown attack {a!r}; valid: {', '.join(ATTACKS)}")
+        attacks = fedavg_update.check_attacks(a for a in args.attacks.split(",") if a)
         local = fl.LocalTraining(epochs=args.epochs, batch_size=args.batch, lr=args.lr)
         if args.clients < 1 or local.steps_per_epoch(args.samples)[0] < 1:
             raise ValueError("need --clients >= 1 and --samples >= --batch")
         if args.study_dummies is not None and not 1 <= args.study_dummies <= args.samples:
             raise ValueError(f"--study-dummies must be in 1..{args.samples}, got "
                              f"{args.study_dummies}")
-        ig_config = ig.IGConfig(max_iters=args.iters, lr=args.ig_lr, tv_weight=args.tv,
-                                chunk_size=min(50, args.iters))
-        dlf_config = dlf.DLFConfig(max_iters=args.dlf_iters)
+        attack_config = fedavg_update.UpdateAttackConfig(
+            ig=ig.IGConfig(max_iters=args.iters, lr=args.ig_lr, tv_weight=args.tv,
+                           chunk_size=min(50, args.iters)),
+            dlf=dlf.DLFConfig(max_iters=args.dlf_iters), study_dummies=args.study_dummies)
         dataset = data.load(args.dataset, data_dir=args.data_dir, source=args.data_source)
     except (ValueError, data.DataError) as e:
         print(f"error: {e}")
@@ -99,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = dataset.info
     shape = info.image_shape
     n, v = args.samples, args.clients
-    m_study = n if args.study_dummies is None else args.study_dummies
     key = jax.random.key(args.seed)
     rng = np.random.default_rng(args.seed)
     model = models.get(args.model)
@@ -131,22 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     k_attack = jax.random.fold_in(key, 3)
     for name in attacks:
         t0 = time.perf_counter()
-        if name == "dlf":
-            result = dlf.reconstruct(model, obs, sorted_labels, k_attack, dlf_config,
-                                     input_shape=shape, bounds=bounds)
-            recs = np.stack([dlf.combine_copies(r) for r in np.asarray(result.best["x"])])
-        else:
-            setup = {"single-step": multistep.single_step_setup(obs, n),
-                     "study": multistep.study_setup(obs, m_study),
-                     "consistent": multistep.consistent_setup(obs),
-                     "consistent+order": multistep.consistent_setup(obs, "client")}[name]
-            labels = y if name == "consistent+order" else sorted_labels
-            if name == "study" and m_study != n:  # m dummies: labels spread over classes
-                labels = sorted_labels[:, np.linspace(0, n - 1, m_study).astype(int)]
-            result = multistep.reconstruct(model, obs, labels, k_attack, setup, ig_config,
-                                           input_shape=shape, bounds=bounds,
-                                           client_keys=client_keys)
-            recs = np.asarray(result.best["x"])
+        recs = fedavg_update.reconstruct(name, model, obs, sorted_labels, k_attack,
+                                         attack_config, input_shape=shape, bounds=bounds,
+                                         client_labels=y, client_keys=client_keys)
         recs = np.clip(data.denormalize(recs, info), 0, 1)
         scores = [matched_scores(originals[i], recs[i]) for i in range(v)]
         ssim = np.concatenate([s for s, _ in scores])

@@ -1,0 +1,309 @@
+"""The leakage study's grid: attacks on a real FedAvg client's update as local data,
+batch and epochs grow, measured (the study shows only image grids).
+
+    JGI_DATA_DIR=../shared/data python -m experiments.fedavg_attacks --workdir=runs/grid
+    python -m experiments.fedavg_attacks --clients=100,10 --batch=10,50 --epochs=1,2,5 \\
+        --attacks=single-step,study,consistent --iters=200 --workdir=runs/grid
+
+Zhu, Huang, Xie, "Privacy attack in federated learning is not easy" (2024), Figs. 18-40:
+DLG, IG, DLF (and the others) fail once a client holds more data (fewer clients), trains
+with a larger batch or for more local epochs. Each setting here is a real federation
+(:mod:`jgi.fl.federation`: ``--train-cap`` training images split IID over K clients,
+20% of each held out, the study's attack-run local training: SGD lr 0.1 decayed x0.95
+per round, momentum 0, weight decay 1e-5, E epochs of batch B); at round ``--round``
+the server's hook takes client 0's observation ``W_t - W_k`` and every attack of
+``--attacks`` (:mod:`jgi.attacks.fedavg_update`) inverts it:
+
+- ``single-step`` and ``study`` are the set-ups the study used (the update as one
+  gradient; E full-batch steps on ``--study-dummies`` dummies, 10 by default as in the
+  study's scripts, whatever the client's n);
+- ``consistent`` simulates the client's real ``E * ceil(n / B)`` minibatch steps on all
+  n dummies with its learning-rate schedule; ``dlf`` is DLF.
+
+So the grid separates what FedAvg does to the attacks from what the study's set-up
+does. Labels: the client's true label multiset, sorted (``--labels=dimitrov``: counts
+inferred by Dimitrov et al.'s interpolation). Scores: reconstructions matched one-to-one
+to the client's images (Hungarian on SSIM); mean SSIM/PSNR over the matched pairs.
+
+``--grid=axes`` (default) varies one factor at a time from the base setting (the first
+value of each list: the study's 100 clients, batch 10, 1 epoch); ``--grid=full`` runs
+every combination. Rows go to ``<workdir>/results.jsonl``, one per (setting, attack);
+a rerun skips finished rows, so an interrupted grid resumes where it stopped.
+``<workdir>/table.md`` has the table, ``<workdir>/ssim_curves.png`` SSIM against each
+varied factor, one line per attack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.multistep import matched_scores
+from jgi import data, fl, models, results
+from jgi.attacks import dlf, fedavg_update, ig, label_counts, multistep
+from jgi.fl import federation
+
+IDENTITY_KEYS = ("experiment", "dataset", "model", "train_cap", "clients", "batch", "epochs",
+                 "round", "attack", "iters", "ig_lr", "tv", "dlf_iters", "study_dummies",
+                 "labels", "seed")
+AXES = ("clients", "batch", "epochs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    clients: int
+    batch: int
+    epochs: int
+
+
+def settings(clients: Sequence[int], batch: Sequence[int], epochs: Sequence[int],
+             grid: str) -> list[Setting]:
+    """The settings of the grid: every combination, or one factor at a time from the
+    base (first values), the base first and no setting twice."""
+    if grid == "full":
+        return [Setting(*c) for c in itertools.product(clients, batch, epochs)]
+    base = Setting(clients[0], batch[0], epochs[0])
+    out = [base]
+    for axis, values in zip(AXES, (clients, batch, epochs), strict=True):
+        for v in values[1:]:
+            s = dataclasses.replace(base, **{axis: v})
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def _ints(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise ValueError(f"--{flag} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--{flag} needs integers >= 1, got {text!r}")
+    return values
+
+
+def observe_client(model, dataset, setting: Setting, args, key):
+    """Runs the federation up to ``args.round``; client 0's observation and data there."""
+    info = dataset.info
+    n_train = min(args.train_cap, len(dataset.y_train))
+    x_all = data.normalize(dataset.x_train[:n_train], info)
+    y_all = dataset.y_train[:n_train]
+    k_split, k_fed = jax.random.split(key)
+    shares = fl.iid_shares(k_split, n_train, setting.clients)
+    clients = federation.clients_from_shares(x_all, y_all, shares)
+    local = dataclasses.replace(federation.STUDY_ATTACK_LOCAL, epochs=setting.epochs,
+                                batch_size=setting.batch, lr=args.lr)
+    if local.steps_per_epoch(len(clients.y_train[0]))[0] < 1:
+        raise ValueError(f"client 0 holds {len(clients.y_train[0])} training images, fewer "
+                         f"than one batch of {setting.batch}: lower --batch or --clients, or "
+                         f"raise --train-cap")
+    config = federation.FederationConfig(rounds=args.round + 1, local=local,
+                                         attack_clients=(0,), eval_every=args.round + 1,
+                                         eval_batch_size=500)
+    seen = {}
+
+    def hook(round_index, client, observation, client_data):
+        if round_index == args.round:
+            seen["obs"], seen["data"] = observation, client_data
+
+    x_test = data.normalize(dataset.x_test[:500], info)
+    federation.train(model, clients, x_test, dataset.y_test[:500], k_fed, config,
+                     attack=hook)
+    return seen["obs"], seen["data"]
+
+
+def run_setting(model, dataset, setting: Setting, attacks, args, attack_config, key,
+                identity_of) -> Iterator[dict]:
+    """Observes the setting's client once, then yields one row per attack as it finishes."""
+    info = dataset.info
+    shape = info.image_shape
+    obs, (x, y) = observe_client(model, dataset, setting, args, jax.random.fold_in(key, 0))
+    n = obs.num_samples
+    obs = multistep.stack_observations([obs])
+    y = jnp.asarray(y)[None]
+    originals = np.clip(data.denormalize(np.asarray(x), info), 0, 1)
+    true_counts = label_counts.counts_of(y[0], info.num_classes)[None]
+    if args.labels == "true":
+        counts = true_counts
+    else:
+        counts = label_counts.infer_counts_victims("dimitrov", obs, model,
+                                                   key=jax.random.fold_in(key, 2),
+                                                   input_shape=shape)
+    sorted_labels = jax.vmap(lambda c: label_counts.labels_from_counts(c, n))(counts)
+    count_err = float(jnp.mean(label_counts.count_error(counts, true_counts)))
+    for name in attacks:
+        t0 = time.perf_counter()
+        recs = fedavg_update.reconstruct(name, model, obs, sorted_labels,
+                                         jax.random.fold_in(key, 3), attack_config,
+                                         input_shape=shape, bounds=data.input_bounds(info))
+        recs = np.clip(data.denormalize(recs[0], info), 0, 1)
+        ssim, psnr = matched_scores(originals, recs)
+        row = {**identity_of(setting, name), "num_samples": n,
+               "local_steps": obs.local.num_steps(n), "dummies": int(recs.shape[0]),
+               "ssim_mean": float(ssim.mean()), "ssim_std": float(ssim.std()),
+               "psnr_mean": float(psnr.mean()), "label_count_error": count_err,
+               "seconds": time.perf_counter() - t0}
+        yield row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| clients | n (client 0) | B | E | local steps | attack | dummies | SSIM | "
+             "PSNR (dB) | count error | s |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (-r["clients"], r["batch"], r["epochs"],
+                                         fedavg_update.ATTACKS.index(r["attack"]))):
+        lines.append(f"| {r['clients']} | {r['num_samples']} | {r['batch']} | {r['epochs']} | "
+                     f"{r['local_steps']} | {r['attack']} | {r['dummies']} | "
+                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['psnr_mean']:.2f} | "
+                     f"{r['label_count_error']:.2f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict], base: Setting, path: Path) -> bool:
+    """SSIM against each factor varied from the base, one line per attack; False when
+    no factor has two values."""
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    panels = []
+    for axis in AXES:
+        others = [a for a in AXES if a != axis]
+        sel = [r for r in rows if all(r[a] == getattr(base, a) for a in others)]
+        if len({r[axis] for r in sel}) > 1:
+            panels.append((axis, sel))
+    if not panels:
+        return False
+    fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    # The clients axis is drawn as what it changes: the images client 0 holds.
+    x_of = {"clients": "num_samples", "batch": "batch", "epochs": "epochs"}
+    labels = {"clients": "local images n (fewer clients)", "batch": "local batch B",
+              "epochs": "local epochs E"}
+    for ax, (axis, sel) in zip(axs[0], panels, strict=True):
+        for attack in fedavg_update.ATTACKS:
+            pts = sorted((r[x_of[axis]], r["ssim_mean"]) for r in sel
+                         if r["attack"] == attack)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=attack)
+        ax.set_xticks(sorted({r[x_of[axis]] for r in sel}))
+        ax.set_xlabel(labels[axis])
+        ax.set_ylabel("SSIM (matched)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axs[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="mnist", choices=sorted(data.DATASETS))
+    parser.add_argument("--model", default="mlp", choices=sorted(models.MODELS),
+                        help="the study's MLP by default (study_cnn: its CNN)")
+    parser.add_argument("--train-cap", type=int, default=2000,
+                        help="training images split over the clients (the study: all)")
+    parser.add_argument("--clients", default="100,10", help="K values (first = base)")
+    parser.add_argument("--batch", default="10,50", help="B values (first = base)")
+    parser.add_argument("--epochs", default="1,2,5", help="E values (first = base)")
+    parser.add_argument("--grid", default="axes", choices=("axes", "full"))
+    parser.add_argument("--round", type=int, default=0,
+                        help="the round whose update is attacked (0: the first)")
+    parser.add_argument("--lr", type=float, default=0.1, help="client SGD learning rate")
+    parser.add_argument("--attacks", default="single-step,study,consistent")
+    parser.add_argument("--iters", type=int, default=200, help="IG iterations")
+    parser.add_argument("--ig-lr", type=float, default=0.1)
+    parser.add_argument("--tv", type=float, default=1e-2, help="IG TV weight")
+    parser.add_argument("--dlf-iters", type=int, default=400)
+    parser.add_argument("--study-dummies", type=int, default=10,
+                        help="dummies of the study's set-up (its scripts: 1-10)")
+    parser.add_argument("--labels", default="true", choices=("true", "dimitrov"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default="runs/fedavg_attacks")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data-source", default="auto", choices=data.SOURCES)
+    args = parser.parse_args(argv)
+    try:
+        attacks = fedavg_update.check_attacks(a for a in args.attacks.split(",") if a)
+        if "consistent+order" in attacks:
+            raise ValueError("consistent+order (the client's shuffle as an oracle) is in "
+                             "experiments.multistep, not in the grid")
+        grid = settings(_ints("clients", args.clients), _ints("batch", args.batch),
+                        _ints("epochs", args.epochs), args.grid)
+        if args.round < 0 or args.train_cap < 1 or args.iters < 1 or args.dlf_iters < 1:
+            raise ValueError("--round must be >= 0 and --train-cap, --iters, --dlf-iters >= 1")
+        if max(s.clients for s in grid) > args.train_cap:
+            raise ValueError(f"--train-cap {args.train_cap} is smaller than the largest "
+                             f"--clients; every client needs data")
+        attack_config = fedavg_update.UpdateAttackConfig(
+            ig=ig.IGConfig(max_iters=args.iters, lr=args.ig_lr, tv_weight=args.tv,
+                           chunk_size=min(50, args.iters)),
+            dlf=dlf.DLFConfig(max_iters=args.dlf_iters), study_dummies=args.study_dummies)
+        dataset = data.load(args.dataset, data_dir=args.data_dir, source=args.data_source)
+    except (ValueError, data.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = models.get(args.model)
+    key = jax.random.key(args.seed)
+
+    def identity_of(setting: Setting, attack: str) -> dict:
+        return {"experiment": "fedavg_attacks", "dataset": args.dataset, "model": args.model,
+                "train_cap": args.train_cap, "clients": setting.clients,
+                "batch": setting.batch, "epochs": setting.epochs, "round": args.round,
+                "attack": attack, "iters": args.iters, "ig_lr": args.ig_lr, "tv": args.tv,
+                "dlf_iters": args.dlf_iters, "study_dummies": args.study_dummies,
+                "labels": args.labels, "seed": args.seed}
+
+    out = Path(args.workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "results.jsonl"
+    print(f"# {dataset.describe()}\n# model {args.model}; {len(grid)} settings x "
+          f"{len(attacks)} attacks; round {args.round}; IG {args.iters} iterations (Adam lr "
+          f"{args.ig_lr}, TV {args.tv}); seed {args.seed}; rows in {rows_path}", flush=True)
+    try:
+        with results.lock_workdir(out), results.sigterm_as_interrupt():
+            done = {results.row_id({k: r[k] for k in IDENTITY_KEYS})
+                    for r in results.read_rows(rows_path) if r.get("experiment") ==
+                    "fedavg_attacks"}
+            for setting in grid:
+                todo = [a for a in attacks
+                        if results.row_id(identity_of(setting, a)) not in done]
+                if not todo:
+                    continue
+                print(f"# K={setting.clients} B={setting.batch} E={setting.epochs}: "
+                      f"{', '.join(todo)}", file=sys.stderr, flush=True)
+                for row in run_setting(model, dataset, setting, todo, args, attack_config,
+                                       key, identity_of):
+                    results.append_row(rows_path, row)
+                    print(f"#   {row['attack']}: SSIM {row['ssim_mean']:.3f} "
+                          f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished rows are in {rows_path}; rerun the same command to "
+              "resume", file=sys.stderr)
+        return 130
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    wanted = {results.row_id(identity_of(s, a)) for s in grid for a in attacks}
+    rows = [r for r in results.read_rows(rows_path) if r.get("experiment") == "fedavg_attacks"
+            and results.row_id({k: r[k] for k in IDENTITY_KEYS}) in wanted]
+    text = table(rows)
+    results.write_text(out / "table.md", text + "\n")
+    print(text)
+    if plot_curves(rows, grid[0], out / "ssim_curves.png"):
+        print(f"# curves: {out / 'ssim_curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
