@@ -227,7 +227,7 @@ def critic(spec: GeneratorSpec) -> tuple[InitFn, ApplyFn]:
                              f"got {x.shape}.")
         h = x * 2.0 - 1.0
         for i in range(1, len(chans)):
-            h = layers.conv(params[f"conv{i}"], h, stride=2, padding="SAME", impl="lax")
+            h = layers.conv(params[f"conv{i}"], h, stride=2, padding="SAME", impl="patches")
             h = jax.nn.leaky_relu(h, 0.2)
         h = h.reshape(h.shape[0], -1)
         return layers.dense(params["dense"], h, name="critic.dense")[:, 0]
