@@ -42,10 +42,12 @@ jgi needs it yet).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jgi.models import layers
@@ -101,8 +103,8 @@ def init_running_stats(model: BNModel, params: Any, input_shape: tuple[int, ...]
     """PyTorch's initial running statistics: mean 0 and variance 1 in every channel."""
     shapes = jax.eval_shape(lambda p: model.forward_stats(p, jnp.zeros((2, *input_shape))),
                             params)[1]
-    return {k: {"mean": jnp.zeros(v["mean"].shape, jnp.float32),
-                "var": jnp.ones(v["var"].shape, jnp.float32)} for k, v in shapes.items()}
+    return {k: {"mean": np.zeros(v["mean"].shape, np.float32),
+                "var": np.ones(v["var"].shape, np.float32)} for k, v in shapes.items()}
 
 
 def update_running_stats(running: Stats, batch: Stats, count: int | dict[str, int],
@@ -120,7 +122,7 @@ def update_running_stats(running: Stats, batch: Stats, count: int | dict[str, in
         average (``momentum=None`` in ``BatchNorm2d``: factor ``1 / (seen + 1)``).
       seen: batches already averaged into ``running`` (only for ``momentum=None``).
     """
-    factor = 1.0 / (seen + 1) if momentum is None else momentum
+    factor = 1.0 / (seen + 1.0) if momentum is None else momentum
 
     def one(name):
         n = count[name] if isinstance(count, dict) else count
@@ -128,6 +130,11 @@ def update_running_stats(running: Stats, batch: Stats, count: int | dict[str, in
         return {"mean": (1 - factor) * running[name]["mean"] + factor * batch[name]["mean"],
                 "var": (1 - factor) * running[name]["var"] + factor * unbiased}
     return {name: one(name) for name in running}
+
+
+def _running_step(model, counts, momentum, running, params, x, seen):
+    return update_running_stats(running, model.forward_stats(params, x)[1], counts, momentum,
+                                seen)
 
 
 def estimate_running_stats(model: BNModel, params: Any, batches, *,
@@ -141,15 +148,14 @@ def estimate_running_stats(model: BNModel, params: Any, batches, *,
     momentum 0.1 a few batches leave most of the initial mean 0 / variance 1 in place:
     (0.9)^8 = 43% after 8 batches). ``batches``: an iterable of (B, H, W, C) arrays.
     """
-    fwd = jax.jit(model.forward_stats)
-    running, seen = None, 0
+    running, seen, step = None, 0, None
     for x in batches:
         x = jnp.asarray(x)
         if running is None:
             running = init_running_stats(model, params, x.shape[1:])
-        _, stats = fwd(params, x)
-        running = update_running_stats(running, stats, model.stat_counts(params, x.shape),
-                                       momentum, seen)
+            step = jax.jit(functools.partial(_running_step, model,
+                                             model.stat_counts(params, x.shape), momentum))
+        running = step(running, params, x, seen)
         seen += 1
     if running is None:
         raise ValueError("estimate_running_stats: no batches given.")
