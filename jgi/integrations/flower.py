@@ -459,16 +459,15 @@ class RecordingFedAvg(_FedAvg):
                                f"{wanted} clients connected within {self.connect_timeout} s.")
         arrays = tuple(np.asarray(a) for a in parameters_to_ndarrays(parameters))
         self._global[server_round] = arrays
-        print(f"[jgi] server: round {server_round} configured at {time.time():.2f}", flush=True)
         self._config[server_round] = self.on_fit_config_fn(server_round)
         if self.record_dir is not None:
             _save_arrays(self.record_dir / f"global_round{server_round:03d}.npz", arrays)
         return super().configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(self, server_round, results, failures):
-        from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-        print(f"[jgi] server: round {server_round}: {len(results)} results, {len(failures)} "
-              f"failures at {time.time():.2f}", flush=True)
+        from flwr.common import parameters_to_ndarrays
+        print(f"[jgi] server: round {server_round}: recording {len(results)} results "
+              f"({len(failures)} failures)", flush=True)
         for proxy, res in results:
             metrics = {k: _plain(v) for k, v in (res.metrics or {}).items()}
             partition = metrics.get(PARTITION_METRIC)
@@ -487,7 +486,6 @@ class RecordingFedAvg(_FedAvg):
             self.final_parameters = parameters_to_ndarrays(aggregated)
             if self.record_dir is not None:
                 _save_arrays(self.record_dir / "final_params.npz", self.final_parameters)
-            aggregated = ndarrays_to_parameters(self.final_parameters)
         return aggregated, metrics
 
     def _write(self, record: ClientRecord) -> None:
@@ -564,7 +562,6 @@ class JgiClient(_NumPyClient):
                  else self.spec.local)
         round_index = int(config.get(ROUND_CONFIG, 1)) - 1
         t0 = time.monotonic()
-        print(f"[jgi] client {self.partition}: fit at {time.time():.2f}", flush=True)
         params = from_ndarrays(parameters, self.template)
         new, loss = self.train(params, local, round_index)
         arrays = to_ndarrays(new)

@@ -8,6 +8,7 @@ installed (the optional extra ``flower``).
 
 import dataclasses
 import importlib.util
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -178,3 +179,53 @@ def test_attack_on_a_real_flower_federation_matches_jgi_own_update(mnist_sample,
     # three starts, identical for both updates (they are bit-identical).
     np.testing.assert_allclose(flower_ssim, own_ssim, atol=1e-3)
     assert flower_ssim.max() > 0.9 and flower_ssim.mean() > 0.7
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = next(line for line in (proc / "status").read_text().splitlines()
+                         if line.startswith("State:"))
+        except (OSError, StopIteration):
+            continue
+        if text in cmdline and "zombie" not in state:
+            pids.append(int(proc.name))
+    return pids
+
+
+@needs_flwr
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_a_federation_past_its_timeout_is_stopped_with_every_process(tmp_path):
+    spec = fw.FederationSpec(model="mlp", model_options=(("width", 4),), num_clients=2,
+                             rounds=1)
+    model = spec.build_model()
+    params = model.init(jax.random.key(0), SHAPE)
+    x = np.zeros((1, *SHAPE), np.float32)
+    folder = tmp_path / "overrun"
+    # 1 s is less than the processes take to import JAX and Flower (several seconds).
+    with pytest.raises(TimeoutError, match="not finished after 1 s"):
+        fw.run_federation(spec, [(x, np.zeros(1, np.int32))] * 2, params, folder,
+                          client_processes=2, timeout=1.0)
+    assert _processes_mentioning(str(folder)) == []
+
+
+def test_the_experiment_refuses_contradictory_flags(capsys):
+    from experiments import flower_federation as exp
+    for argv, message in (
+            (["--victim-client", "4"], "--victim-client must be in 0..3"),
+            (["--victim-round", "0"], "--victim-round is Flower's 1-based round"),
+            (["--samples", "4", "--attacks", "cdia"], "cdia inverts one image's"),
+            (["--attacks", "dlg"], "unknown"),
+            (["--defenses", "mixup"], "input encodings"),
+            (["--width", "8"], "--width sets the hidden width of --model mlp only")):
+        with pytest.raises(SystemExit):
+            exp.parse_args(argv)
+        assert message in capsys.readouterr().err
+    args = exp.parse_args(["--defenses", "dropout,prune"])
+    assert args.attack_list == ["ig", "cdia"] and args.victim_round == 3
+    assert exp.parse_args(["--samples", "2", "--epochs", "2"]).attack_list == ["ig"]
