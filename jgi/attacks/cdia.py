@@ -48,6 +48,7 @@ from typing import Any
 
 import jax
 
+from jgi import checks
 from jgi.attacks import mimic, runner
 from jgi.attacks.ig import IGConfig
 from jgi.attacks.mimic import Knowledge
@@ -63,6 +64,22 @@ def knowledge_for(stack: DefenseStack) -> Knowledge:
                      bottleneck="estimate" if stack.bottleneck else "ignore",
                      dp="ignore",
                      prune="observed" if stack.prune > 0 else "ignore")
+
+
+def check_observation(params: Params, updates: Any, labels: jax.Array, *,
+                      where: str) -> None:
+    """``updates`` = one update per victim (``params``' structure, leading V axis) and
+    ``labels`` one entry per victim (leading V axis). Trace-time only.
+
+    Raises:
+      ValueError: naming the argument, the first mismatched leaf and both shapes.
+    """
+    checks.rank(labels, {1, 2, 3}, name="labels", where=where,
+                layout="(victims,) or (victims, ...)")
+    victims = checks.shape_of(labels)[0]
+    checks.tree_like(updates, params, name="updates", reference_name="params", where=where,
+                     leading=(victims,),
+                     what=f"one update per victim: labels has {victims} victims")
 
 
 def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
@@ -87,7 +104,12 @@ def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
     Returns:
       :class:`~jgi.attacks.runner.AttackResult` with ``best["x"]`` and the estimated
       ``best["masks"]`` / ``best["eps"]`` where the stack has dropout / a bottleneck.
+
+    Raises:
+      ValueError: ``updates`` does not have ``params``' structure with one leading
+        victim axis, or ``labels`` has another number of victims (names both shapes).
     """
+    check_observation(params, updates, labels, where="cdia.reconstruct")
     return mimic.reconstruct(model, params, updates, labels, key, stack, knowledge_for(stack),
                              config, input_shape=input_shape, bounds=bounds,
                              progress=progress, checkpoint=checkpoint)

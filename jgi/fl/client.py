@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jgi import checks
 from jgi.defenses import dp as dp_lib
 from jgi.defenses.chain import gradient_transform
 from jgi.defenses.stack import NO_DEFENSE, DefenseStack
@@ -103,6 +104,35 @@ def clipped_gradient_sum(model: Model, params: Params, x: jax.Array, y: jax.Arra
     return jax.grad(weighted_loss)(params)
 
 
+def check_batch(model: Model, params: Params, x: jax.Array, y: jax.Array, *,
+                where: str) -> None:
+    """``x`` is a (B, H, W, C) batch and ``y`` its labels: int (B,) or float (B, classes).
+
+    Trace-time only (static shapes and dtypes); under ``vmap`` it sees one client's
+    batch. The soft labels' class count is checked against the classifier's when the
+    params have it.
+
+    Raises:
+      ValueError: naming ``where``, the argument, the expected and the given shape.
+      TypeError: labels of the wrong dtype for their rank.
+    """
+    checks.rank(x, 4, name="x", where=where, layout="(batch, H, W, C)")
+    checks.rank(y, {1, 2}, name="y", where=where,
+                layout="(batch,) integer labels or (batch, classes) soft labels")
+    if len(checks.shape_of(y)) == 1:
+        checks.kind(y, int, name="y", where=where, what="class indices (batch,)")
+    else:
+        checks.kind(y, float, name="y", where=where, what="soft labels (batch, classes)")
+        classifier = params.get(model.classifier) if isinstance(params, dict) else None
+        if classifier is not None:
+            classes = num_classes(model, params)
+            checks.shape(y, (None, classes), name="y", where=where,
+                         layout="(batch, classes)",
+                         why=f"{model.name}'s classifier has {classes} classes")
+    checks.same_size(x, 0, y, 0, names=("x", "y"), where=where,
+                     what="the batch size (one label per image)")
+
+
 def client_gradient(model: Model, params: Params, x: jax.Array, y: jax.Array,
                     randomness: ClientRandomness, stack: DefenseStack = NO_DEFENSE):
     """The batch's gradient in the cheapest form the stack's defense chain accepts.
@@ -111,7 +141,11 @@ def client_gradient(model: Model, params: Params, x: jax.Array, y: jax.Array,
     gradients (:class:`~jgi.defenses.dp.PerExample`) for a single example, the
     already clipped sum (:class:`~jgi.defenses.dp.ClippedSum`, from
     :func:`clipped_gradient_sum`) for a larger batch.
+
+    Raises:
+      ValueError, TypeError: a wrong ``x`` or ``y`` (:func:`check_batch`).
     """
+    check_batch(model, params, x, y, where="client_gradient")
     if stack.dp is None:
         return jax.grad(lambda p: client_loss(model, p, x, y, randomness.model))(params)
     if x.shape[0] == 1:  # one example (every victim update): clip it directly
@@ -140,7 +174,12 @@ def client_update(model: Model, params: Params, x: jax.Array, y: jax.Array,
 
     Returns:
       The shared update, with the structure of ``params``.
+
+    Raises:
+      ValueError, TypeError: a wrong ``x`` or ``y`` (:func:`check_batch`: rank, dtype,
+        batch sizes), naming the argument and both shapes.
     """
+    check_batch(model, params, x, y, where="client_update")
     if not isinstance(randomness, ClientRandomness):
         randomness = ClientRandomness(model={} if randomness is None else randomness)
     if stack.dp is not None and randomness.dp is None:

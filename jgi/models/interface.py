@@ -18,9 +18,13 @@ adds to the training loss (beta times the bottleneck's KL; 0 without a bottlenec
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import functools
+import math
+from typing import Any, Callable, Mapping
 
 import jax
+
+from jgi import checks
 
 Params = Any  # a pytree of arrays
 Noise = Any  # a pytree of arrays, possibly empty
@@ -34,6 +38,9 @@ class Model:
       name: registry name, e.g. "cnn".
       init: ``(key, input_shape) -> params``.
       forward: ``(params, x, noise) -> (logits, penalty)``, x of shape (batch, H, W, C).
+        Wrapped at construction with :func:`check_input`: a wrong ``x`` (rank, dtype,
+        channel count or feature count of the first layer) raises an error naming it,
+        the expected and the given shape (trace time only, no run-time cost).
       sample_noise: ``(key, input_shape, batch_size) -> noise`` for one forward pass.
       classifier: key of the last (fully connected) layer in ``params``; its gradient
         reveals the label (iDLG).
@@ -54,8 +61,15 @@ class Model:
     bottleneck: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
 
+    def __post_init__(self):
+        # ``forward`` checks its input at the boundary (:func:`check_input`); the wrapper
+        # is marked so that ``dataclasses.replace`` does not wrap it twice.
+        if not getattr(self.forward, "_jgi_checked", False):
+            object.__setattr__(self, "forward",
+                               _checked_forward(self.name, self.layer_order, self.forward))
+
     def apply(self, params: Params, x: jax.Array, noise: Noise) -> jax.Array:
-        """Logits only."""
+        """Logits only (``forward``'s input checks apply)."""
         return self.forward(params, x, noise)[0]
 
     def describe(self) -> dict[str, Any]:
@@ -97,6 +111,65 @@ class Model:
             top = keys[0]
             keep.append(not (top in after or (top == "bottleneck" and "decoder" in keys)))
         return keep
+
+
+def first_weight(params: Params, layer_order: tuple[str, ...]) -> tuple[str, Any] | None:
+    """The first layer's name and weight (``("conv0", w)``), or None when not readable.
+
+    The first leaf named ``w`` under ``params[layer_order[0]]``: a convolution kernel
+    (kh, kw, C_in, C_out) or a dense matrix (features, units). None for params without
+    that layer (a model that is not a dict of layers, a layer without ``w``).
+    """
+    if not layer_order or not isinstance(params, Mapping) or layer_order[0] not in params:
+        return None
+    first = layer_order[0]
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params[first])[0]:
+        if path and getattr(path[-1], "key", None) == "w":
+            inner = jax.tree_util.keystr(path[:-1])
+            return f"{first}{inner}", leaf
+    return None
+
+
+def check_input(name: str, layer_order: tuple[str, ...], params: Params,
+                x: jax.Array) -> None:
+    """``x`` is a floating (batch, H, W, C) batch the params' first layer accepts.
+
+    The channel count is read off the first layer's kernel (C_in) when it is a
+    convolution; for a dense first layer, H * W * C must equal its input features.
+    Trace-time only (static shapes).
+
+    Raises:
+      ValueError: naming the model, ``x``, the expected and the given shape.
+      TypeError: ``x`` is not floating point.
+    """
+    where = f"{name}.forward"
+    checks.rank(x, 4, name="x", where=where, layout="(batch, H, W, C)")
+    checks.kind(x, float, name="x", where=where, what="normalised images")
+    found = first_weight(params, layer_order)
+    if found is None:
+        return
+    label, w = found
+    w_shape, x_shape = checks.shape_of(w), checks.shape_of(x)
+    if len(w_shape) == 4 and x_shape[-1] != w_shape[2]:
+        # Worded like the layers' own messages (jgi.models.layers.conv).
+        raise ValueError(f"{where}: x must be (batch, H, W, C) with C = {w_shape[2]} for the "
+                         f"first layer {name}.{label} (kernel {w_shape}): expected x of "
+                         f"shape (batch, H, W, {w_shape[2]}), got {x_shape}.")
+    if len(w_shape) == 2 and math.prod(x_shape[1:]) != w_shape[0]:
+        raise ValueError(f"{where}: x must have H * W * C = {w_shape[0]} for the first layer "
+                         f"{name}.{label} (weights {w_shape}): expected x of shape (batch, "
+                         f"H, W, C) with {w_shape[0]} features, got {x_shape} "
+                         f"({math.prod(x_shape[1:])} features).")
+
+
+def _checked_forward(name: str, layer_order: tuple[str, ...], forward: Callable) -> Callable:
+    @functools.wraps(forward)
+    def checked(params, x, *args, **kwargs):
+        check_input(name, layer_order, params, x)
+        return forward(params, x, *args, **kwargs)
+
+    checked._jgi_checked = True  # pylint: disable=protected-access
+    return checked
 
 
 def no_noise(key: jax.Array, input_shape: tuple[int, ...], batch_size: int) -> dict:
