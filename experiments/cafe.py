@@ -30,10 +30,11 @@ from jgi.attacks import cafe
 
 
 def table(rows) -> str:
-    lines = ["| images N | parties | batch | iterations | passes per image | SSIM | "
-             "PSNR (dB) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| images N | parties | batch | lr decay | iterations | passes per image | SSIM | "
+             "PSNR (dB) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['parties']} | {r['batch']} | {r['iteration']} | "
+        lines.append(f"| {r['n']} | {r['parties']} | {r['batch']} | {r.get('decay', 0.0)} | "
+                     f"{r['iteration']} | "
                      f"{r['iteration'] * r['batch'] / r['n']:.0f} | {r['ssim']:.3f} | "
                      f"{r['psnr']:.2f} |")
     return "\n".join(lines)
@@ -50,6 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--victims", type=int, default=1)
     p.add_argument("--inner-steps", type=int, default=4)
+    p.add_argument("--decay", type=float, default=0.0,
+                   help="per-row lr decay: lr / sqrt(1 + decay * steps of the row)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
@@ -57,12 +60,13 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     ds = data.load("mnist", data_dir=args.data_dir)
     path = workdir / "rows.jsonl"
-    done = {(r["n"], r["parties"], r["batch"]) for r in results.read_rows(path)}
+    done = {(r["n"], r["parties"], r["batch"], r.get("decay", 0.0))
+            for r in results.read_rows(path)}
     vfl = cafe.VFLConfig(parties=args.parties, batch=args.batch, lr=args.lr,
                          num_classes=ds.info.num_classes)
-    config = cafe.CAFEConfig(inner_steps=args.inner_steps)
+    config = cafe.CAFEConfig(inner_steps=args.inner_steps, decay=args.decay)
     for n in (int(s) for s in args.sizes.split(",")):
-        if (n, args.parties, args.batch) in done:
+        if (n, args.parties, args.batch, args.decay) in done:
             continue
         x = ds.x_train[:n * args.victims].reshape(args.victims, n, *ds.info.image_shape)
         y = ds.y_train[:n * args.victims].reshape(args.victims, n)
@@ -77,12 +81,13 @@ def main(argv=None) -> int:
             s = metrics.ssim(o, r)
             row = {"n": n, "parties": args.parties, "batch": args.batch,
                    "iteration": (i + 1) * args.every, "victims": args.victims,
+                   "decay": args.decay,
                    "ssim": float(np.mean(s)), "psnr": float(np.mean(metrics.psnr(o, r))),
                    "seconds": round(seconds, 1)}
             results.append_row(path, row, report=False)
             print(table([row]).splitlines()[-1], flush=True)
         figures.reconstruction_grid(x[0][:32], np.asarray(snaps[-1, 0])[:32], s[:32],
-                                    workdir / f"cafe_N{n}.png",
+                                    workdir / f"cafe_N{n}_decay{args.decay}.png",
                                     title=f"CAFE, N={n}, {args.parties} parties, "
                                           f"{args.iterations} iterations", max_images=32)
     text = table(results.read_rows(path))

@@ -101,6 +101,8 @@ class CAFEConfig:
       weight_weight: weight of step II.
       grad_weight: weight of the whole-model gradient distance (0: the paper's steps
         only).
+      decay: per-row learning-rate decay, ``lr / sqrt(1 + decay * steps the row took)``
+        (0: constant, the default).
     """
 
     lr: float = 0.05
@@ -110,12 +112,13 @@ class CAFEConfig:
     bias_weight: float = 1.0
     weight_weight: float = 1.0
     grad_weight: float = 0.0
+    decay: float = 0.0
 
     def __post_init__(self):
         if self.lr <= 0 or self.du_lr <= 0 or self.inner_steps < 1:
             raise ValueError(f"CAFEConfig: lr and du_lr must be > 0 and inner_steps >= 1, "
                              f"got {self.lr}, {self.du_lr} and {self.inner_steps}.")
-        for name in ("tv_weight", "bias_weight", "weight_weight", "grad_weight"):
+        for name in ("tv_weight", "bias_weight", "weight_weight", "grad_weight", "decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CAFEConfig.{name} must be >= 0, got "
                                  f"{getattr(self, name)}.")
@@ -210,7 +213,7 @@ def init_attack(key: jax.Array, n: int, strip: int, vfl: VFLConfig) -> AttackSta
     return AttackState(x, du, (zeros, zeros), jnp.zeros((n,), jnp.int32))
 
 
-def _adam_rows(g, m, v, count, lrs, b1=0.9, b2=0.999, eps=1e-8):
+def _adam_rows(g, m, v, count, lrs, decay=0.0, b1=0.9, b2=0.999, eps=1e-8):
     """Adam (Kingma and Ba 2015) with one step count per row (leading axis)."""
     m = jax.tree.map(lambda a, b: b1 * a + (1 - b1) * b, m, g)
     v = jax.tree.map(lambda a, b: b2 * a + (1 - b2) * b * b, v, g)
@@ -220,7 +223,8 @@ def _adam_rows(g, m, v, count, lrs, b1=0.9, b2=0.999, eps=1e-8):
         shape = (-1,) + (1,) * (mi.ndim - 1)
         mhat = mi / (1 - b1 ** c).reshape(shape)
         vhat = vi / (1 - b2 ** c).reshape(shape)
-        return -lr * mhat / (jnp.sqrt(vhat) + eps)
+        rate = (lr / jnp.sqrt(1.0 + decay * c)).reshape(shape)
+        return -rate * mhat / (jnp.sqrt(vhat) + eps)
     return tuple(map(step, m, v, lrs)), m, v, count + 1
 
 
@@ -235,7 +239,7 @@ def attack_step(state: AttackState, obs: Observation, labels: jax.Array,
         (loss, _), g = grad_fn(xb, dub, obs, labels[idx], config, image_shape)
         rows = jax.tree.map(lambda a: a[idx], s.moments)
         upd, m, v, count = _adam_rows(g, rows[0], rows[1], s.count[idx],
-                                        (config.lr, config.du_lr))
+                                        (config.lr, config.du_lr), config.decay)
         moments = jax.tree.map(lambda a, r: a.at[idx].set(r), s.moments, (m, v))
         return AttackState(s.x.at[idx].set(jnp.clip(xb + upd[0], 0.0, 1.0)),
                            s.du.at[idx].set(dub + upd[1]), moments,
