@@ -134,9 +134,33 @@ def ig_batch(model, params, updates, labels, key, *, iters, lr, tv, bounds, batc
     return result
 
 
-def run_gias(args, out: Path):
+def generator_from(path: str, width: int | None):
+    """``(spec, params, description)`` of a generator: a name or file for
+    ``load_generator``, or an ``experiments.train_generator`` workdir still training (its
+    newest checkpoint, read only)."""
     from jgi.models import generator as gen_lib  # noqa: PLC0415
-    spec, gen_params = gen_lib.load_generator(args.generator)
+    p = Path(path)
+    if p.is_dir() and not (p / "generator.msgpack").is_file():
+        from experiments import train_generator as tg  # noqa: PLC0415
+        from jgi.checkpointing import PeriodicCheckpoint  # noqa: PLC0415
+        spec = gen_lib.spec_for("mnist", **({} if width is None else {"width": width}))
+        tx = optax.adam(tg.LR, b1=0.5, b2=0.9)
+        template = tg.init_state(spec, jax.random.key(0), tx, tx)
+        ckpt = PeriodicCheckpoint(p / "checkpoints",
+                                  step_of=lambda s: int(np.asarray(s["step"])))
+        state = ckpt.restore(template)
+        if ckpt.restored_step is None:
+            raise FileNotFoundError(f"{p} has no generator.msgpack and no checkpoint yet.")
+        return spec, state["gen"], f"{p} checkpoint step {ckpt.restored_step}"
+    if p.is_dir():
+        p = p / "generator.msgpack"
+    spec, params = gen_lib.load_generator(str(p) if p.exists() else path)
+    return spec, params, str(path)
+
+
+def run_gias(args, out: Path):
+    spec, gen_params, gen_desc = generator_from(args.generator, args.generator_width)
+    print("generator:", gen_desc, spec, flush=True)
     x, y, info = victims_data(args.victims, args.batch, args.seed + 100)
     model = models.get("lenet")
     params = model.init(jax.random.key(args.seed), SHAPE)
@@ -163,7 +187,7 @@ def run_gias(args, out: Path):
                 row = row_of(name, x, images, result.labels, y, loss, seconds,
                              {"attack": "gias", "latent_iters": args.latent_iters,
                               "param_iters": args.param_iters if name == "gias" else 0,
-                              "restarts": args.restarts, "generator": str(args.generator),
+                              "restarts": args.restarts, "generator": gen_desc,
                               "normalized": bool(args.normalize)})
                 np.savez_compressed(out / f"{name}.npz", x=np.asarray(x), images=images,
                                     labels=result.labels)
@@ -222,7 +246,10 @@ def main(argv=None) -> int:
     p.add_argument("--grnn-optimizer", default="rmsprop")
     p.add_argument("--grnn-lr", type=float, default=1e-4)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--generator", default="mnist")
+    p.add_argument("--generator", default="mnist",
+                   help="shipped name, generator file, or train_generator workdir")
+    p.add_argument("--generator-width", type=int, default=None,
+                   help="width of a workdir's generator (train_generator --width)")
     p.add_argument("--latent-iters", type=int, default=500)
     p.add_argument("--param-iters", type=int, default=5000)
     p.add_argument("--restarts", type=int, default=3)
