@@ -1,5 +1,6 @@
 """The stack's gradient-level defenses as one optax chain."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,10 +25,9 @@ def test_the_chain_on_per_example_gradients_is_the_client_update():
     by_chain, _ = tx.update(per_example, tx.init(params), params, noise=r.dp)
     # The client takes the fused clipped-sum path for a batch of 3; same update.
     by_client = fl.client_update(model, params, x, y, r, stack)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
-                 by_chain, by_client)
+    chex.assert_trees_all_close(by_chain, by_client, rtol=1e-4, atol=1e-7)
     by_hand = pruning.prune(dp.privatize(per_example.grads, stack.dp, r.dp), 0.5)
-    jax.tree.map(np.testing.assert_array_equal, by_chain, by_hand)
+    chex.assert_trees_all_equal(by_chain, by_hand)
 
 
 def test_without_dp_per_example_gradients_are_averaged_then_pruned():

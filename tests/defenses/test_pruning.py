@@ -1,3 +1,4 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,10 +35,10 @@ def test_observed_mask_reveals_the_clients_mask_and_transform_matches():
     update = {"w": jax.random.normal(jax.random.key(0), (40, 10))}
     mask = pruning.pruning_mask(update, 0.9)
     pruned = pruning.prune(update, 0.9)
-    jax.tree.map(np.testing.assert_array_equal, pruning.observed_mask(pruned), mask)
+    chex.assert_trees_all_equal(pruning.observed_mask(pruned), mask)
     tx = pruning.prune_by_magnitude(0.9)
     out, _ = tx.update(update, tx.init(update))
-    jax.tree.map(np.testing.assert_array_equal, out, pruned)
+    chex.assert_trees_all_equal(out, pruned)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         pruning.prune_by_magnitude(1.0)
 

@@ -1,3 +1,6 @@
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +20,7 @@ def _setup(shape=(28, 28, 1), n=4):
 def test_update_has_the_params_structure_and_is_the_loss_gradient():
     model, params, x, y = _setup(n=1)
     update = jax.jit(lambda p: fl.client_update(model, p, x, y, {}))(params)
-    assert jax.tree.structure(update) == jax.tree.structure(params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(update, params)
     # Finite-difference check on one bias entry.
     eps = 1e-3
     bumped = jax.tree.map(lambda p: p, params)
@@ -33,16 +36,32 @@ def test_vmapped_victim_updates_equal_a_loop_over_victims():
     single_update = jax.jit(lambda p, a, b: fl.client_update(model, p, a, b, {}))
     for i in range(4):
         single = single_update(params, x[i:i + 1], y[i:i + 1])
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6),
-                     batched, single)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), single,
+                                    rtol=1e-5, atol=1e-6)
 
 
-def test_jit_equals_no_jit():
-    model, params, x, y = _setup(shape=(32, 32, 3), n=3)
-    eager = fl.victim_updates(model, params, x, y, {})
-    jitted = jax.jit(lambda p, a, b: fl.victim_updates(model, p, a, b, {}))(params, x, y)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 eager, jitted)
+@functools.lru_cache(maxsize=1)
+def _small_victims():
+    """A small MLP, three victims and their updates one by one (jitted), computed once."""
+    shape = (6, 6, 3)
+    model = models.get("mlp", width=16)
+    params = model.init(jax.random.key(0), shape)
+    x = jax.random.normal(jax.random.key(1), (3, *shape))
+    y = jnp.array([1, 2, 3])
+    single = jax.jit(lambda a, b: fl.client_update(model, params, a, b, {}))
+    singles = [single(x[i:i + 1], y[i:i + 1]) for i in range(3)]
+    return model, params, x, y, jax.tree.map(lambda *u: jnp.stack(u), *singles)
+
+
+class VictimUpdatesJitOrNot(chex.TestCase):
+    """chex.variants runs the test once jitted and once not."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_vmapped_victim_updates_equal_single_updates(self):
+        model, params, x, y, singles = _small_victims()
+        batched = self.variant(lambda p, a, b: fl.victim_updates(model, p, a, b, {}))(
+            params, x, y)
+        chex.assert_trees_all_close(batched, singles, rtol=1e-5, atol=1e-6)
 
 
 def _dp_client(names, clip_norm):
@@ -63,12 +82,11 @@ def test_defended_update_is_prune_of_dp_of_grad_with_explicit_randomness():
     stack, model, params, x, y, r = _dp_client("dropout,dp,prune,cvb", clip_norm=0.5)
     update = jax.jit(lambda p, r: fl.client_update(model, p, x, y, r, stack))
     out = update(params, r)
-    jax.tree.map(np.testing.assert_array_equal, out, update(params, r))  # deterministic
+    chex.assert_trees_all_equal(out, update(params, r))  # deterministic
     # By hand: per-example gradients with the same masks/eps, clip, sum, + Xi, / 3, prune.
     per_ex = jax.jit(lambda p: fl.per_example_gradients(model, p, x, y, r.model))(params)
     by_hand = pruning.prune(dp.privatize(per_ex, stack.dp, r.dp), 0.5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
-                 out, by_hand)
+    chex.assert_trees_all_close(out, by_hand, rtol=1e-4, atol=1e-7)
     for leaf in jax.tree.leaves(out):
         assert int(jnp.sum(leaf == 0)) >= int(0.5 * leaf.size)
     # Other randomness, other update.
@@ -96,8 +114,8 @@ def test_batched_dp_clips_like_privatize_and_differentiates_through_the_clipping
     def by_client(xs):
         return fl.client_update(model, params, xs, y, r, stack)
 
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 jax.jit(by_client)(x), jax.jit(by_privatize)(x))
+    chex.assert_trees_all_close(jax.jit(by_client)(x), jax.jit(by_privatize)(x),
+                                rtol=1e-5, atol=1e-7)
     # An attacker's gradient with respect to the input sees the clipping factors too.
     probe = jax.tree.map(lambda a: jax.random.normal(jax.random.key(4), a.shape), params)
 
