@@ -62,8 +62,10 @@ def run_folder(tmp_path_factory):
     (out / "highres.md").write_text("## Table I-style\n\n| side | SSIM |\n|---|---|\n"
                                     "| 64 | 0.800 |\n")
     _tiny_png(out / "fig5.png")
-    for row in (attack.to_json(), utility.to_json(), other):
-        results.append_row(out / "results.jsonl", row)
+    with pytest.MonkeyPatch.context() as mp:  # on even where the suite switches it off
+        mp.setenv(report.ENV_SWITCH, "1")
+        for row in (attack.to_json(), utility.to_json(), other):
+            results.append_row(out / "results.jsonl", row)
     return out
 
 
@@ -91,6 +93,7 @@ def test_a_report_failure_never_loses_or_breaks_the_row(tmp_path, monkeypatch, c
     def broken(*args, **kwargs):
         raise RuntimeError("figure exploded")
 
+    monkeypatch.setenv(report.ENV_SWITCH, "1")
     monkeypatch.setattr(report, "render", broken)
     results.append_row(tmp_path / "results.jsonl", {"row_id": "x"})
     assert [r["row_id"] for r in results.read_rows(tmp_path / "results.jsonl")] == ["x"]
