@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, figures, fl, metrics, models
+from jgi import data, figures, fl, metrics, models, report
 from jgi.attacks import analytic, cpa, rgap, rtf
 from jgi.defenses.stack import NO_DEFENSE
 from jgi.models import imprint
@@ -341,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = "\n".join(lines + extra)
     print(text)
     (workdir / "analytic.md").write_text(text + "\n")
+    report.write_report_safely(workdir)  # report.html: analytic.md and the grids
     return 0
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, figures, fl, metrics, models
+from jgi import data, figures, fl, metrics, models, report
 from jgi.attacks import dlg, lbfgs
 
 
@@ -152,6 +152,7 @@ def run(config: BaselineConfig, out: str | None = None, progress: bool = True) -
                        "rows": rows}, f, indent=1)
         with open(os.path.join(out, "table.md"), "w") as f:
             f.write(markdown(rows, config.threshold) + "\n")
+        report.write_report_safely(out)  # report.html: table.md and the grids
     return rows
 
 
