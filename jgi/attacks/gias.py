@@ -310,7 +310,7 @@ def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
     context = {"params": params, "gen": gen_params,
                **normalization_context(normalization, input_shape[2])}
     prefix = progress if isinstance(progress, str) else "gias"
-    k_latent, _ = jax.random.split(key)
+    k_latent, k_param = jax.random.split(key)
 
     # Phase 1: every victim repeated ``restarts`` times (v0r0, v0r1, ..., v1r0, ...).
     repeated = jax.tree.map(lambda a: jnp.repeat(a, r, axis=0), victims)
@@ -337,7 +337,7 @@ def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
     # Phase 2: the generator's parameters (one copy per image) from the chosen z.
     victims["z"] = z
     attack = runner.run(param_problem(model, gen_apply, input_shape, config), victims,
-                        context, key, config.stopping(config.param_iters),
+                        context, k_param, config.stopping(config.param_iters),
                         chunk_size=min(config.chunk_size, config.param_iters),
                         progress=f"{prefix} generator" if progress else False)
     if config.per_image_generator:
