@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jgi import data, fl, metrics, models
-from jgi.attacks import ig, mimic, runner
+from jgi.attacks import cdia, ig, mimic, runner
 from jgi.fl.local import LocalTraining
 from jgi.integrations import flower as fw
 
@@ -84,7 +84,7 @@ def test_observation_of_a_record_and_its_gradient(mnist_sample):
     x = jnp.asarray(data.normalize(mnist_sample.x_train[:1], mnist_sample.info))
     y = jnp.asarray(mnist_sample.y_train[:1])
     local = dataclasses.replace(ONE_SGD_STEP, lr_decay=0.5)
-    true = fl.client_update(model, params, x, y)
+    true = jax.jit(lambda p: fl.client_update(model, p, x, y))(params)  # 6x less than eager
     lr = local.learning_rate(1)  # Flower round 2 is jgi round 1: lr 0.05
     sent = jax.tree.map(lambda p, g: p - lr * g, params, true)
     record = _record(params, sent, 1, local, round_=2)
@@ -121,16 +121,17 @@ def test_the_flower_parts_say_what_to_install_without_flwr(monkeypatch):
 @needs_flwr
 def test_attack_on_a_real_flower_federation_matches_jgi_own_update(mnist_sample, tmp_path):
     """4 Flower clients (one process, one gRPC connection each), 3 rounds, one MNIST image
-    each, one SGD step per round: the server's record of client 2 in round 3 is jgi's own
-    update for the same image, parameters and key, and IG inverts both alike."""
+    each, one SGD step per round with dropout, DP-SGD and pruning: the server's record of
+    client 2 in round 3 is jgi's own update for the same image, parameters and key, and
+    CDIA inverts both alike."""
     info = mnist_sample.info
     x01 = mnist_sample.x_train[:4]
     x = np.asarray(data.normalize(x01, info))
     y = mnist_sample.y_train[:4]
-    spec = fw.FederationSpec(model="mlp", model_options=(("width", 16),), local=ONE_SGD_STEP,
-                             num_clients=4, rounds=3, seed=3, round_timeout=60,
-                             connect_timeout=60)
-    model = spec.build_model()
+    spec = fw.FederationSpec(model="mlp", model_options=(("width", 16),),
+                             defenses="dropout,dp,prune", local=ONE_SGD_STEP, num_clients=4,
+                             rounds=3, seed=3, round_timeout=60, connect_timeout=60)
+    model, stack = spec.build_model(), spec.stack()
     params = model.init(jax.random.key(0), SHAPE)
     result = fw.run_federation(spec, [(x[i:i + 1], y[i:i + 1]) for i in range(4)], params,
                                tmp_path / "federation", client_processes=1, timeout=120)
@@ -150,16 +151,18 @@ def test_attack_on_a_real_flower_federation_matches_jgi_own_update(mnist_sample,
     record = result.record(round=3, partition=2)
     captured = fw.observation(record, params)
     own = fl.observe(model, captured.params, jnp.asarray(x[2:3]), jnp.asarray(y[2:3]),
-                     fw.client_key(spec.seed, 2, record.round_index), spec.stack(),
-                     captured.local, round_index=record.round_index)
-    # The same XLA program on the same inputs in another process: measured bit-identical
-    # (max difference 0.0); 1e-6 leaves room for another CPU's kernels.
+                     fw.client_key(spec.seed, 2, record.round_index), stack, captured.local,
+                     round_index=record.round_index)
+    # The same XLA program on the same inputs and key (dropout masks, DP noise) in another
+    # process: measured bit-identical (max difference 0.0); 1e-6 leaves room for another
+    # CPU's kernels.
     for a, b in zip(jax.tree.leaves(captured.update), jax.tree.leaves(own.update),
                     strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
-    # IG (Knowledge(): nothing known of the client's randomness) on both updates from
-    # the same three starts: victims (captured, own) x (start 0, 1, 2), one vmapped run.
+    # CDIA (dropout masks estimated, the pruning mask read off the update, DP ignored) on
+    # both updates from the same three starts: victims (captured, own) x (start 0, 1, 2),
+    # one vmapped run.
     starts = jax.random.key_data(jax.random.split(jax.random.key(5), 3))
     pair = [fw.as_gradient(captured), fw.as_gradient(own)]
     victims = {"target": jax.tree.map(lambda a, b: jnp.stack([a] * 3 + [b] * 3),
@@ -167,7 +170,7 @@ def test_attack_on_a_real_flower_federation_matches_jgi_own_update(mnist_sample,
                "label": jnp.full((6,), y[2], jnp.int32),
                "init_key": jnp.concatenate([starts, starts])}
     config = ig.IGConfig(max_iters=300, lr=1.0, tv_weight=1e-4)
-    problem = fw.same_start(mimic.problem(model, spec.stack(), mimic.Knowledge(), SHAPE,
+    problem = fw.same_start(mimic.problem(model, stack, cdia.knowledge_for(stack), SHAPE,
                                           captured.params, config))
     attack = runner.run(problem, victims, {"params": captured.params,
                                            "bounds": data.input_bounds(info)},
@@ -175,10 +178,10 @@ def test_attack_on_a_real_flower_federation_matches_jgi_own_update(mnist_sample,
     recon = np.clip(np.asarray(data.denormalize(attack.best["x"], info)), 0, 1)
     ssim = metrics.ssim(np.stack([x01[2]] * 6), recon)
     flower_ssim, own_ssim = ssim[:3], ssim[3:]
-    # Measured (300 iterations, round 3, client 2): SSIM 0.985, 0.809, 0.823 from the
+    # Measured (300 iterations, round 3, client 2): SSIM 0.981, 0.958, 0.966 from the
     # three starts, identical for both updates (they are bit-identical).
     np.testing.assert_allclose(flower_ssim, own_ssim, atol=1e-3)
-    assert flower_ssim.max() > 0.9 and flower_ssim.mean() > 0.7
+    assert flower_ssim.min() > 0.85
 
 
 def _processes_mentioning(text: str) -> list[int]:
