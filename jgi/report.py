@@ -54,7 +54,7 @@ REPORT_NAME = "report.html"
 ROWS_NAME = "results.jsonl"
 ENV_SWITCH = "JGI_REPORT"
 GRID_VICTIMS = 32
-_CACHE_SIZE = 256
+_CACHE_BYTES = 256 * 2**20  # about 2,500 grids of 32 victims (~100 KB each)
 _PNG_CACHE: dict[str, bytes] = {}
 
 log = logging.getLogger(__name__)
@@ -113,12 +113,17 @@ def write_report_safely(workdir: str | os.PathLike,
 
 
 def _cached_png(key: Any, draw: Callable[[], bytes]) -> bytes:
+    """``draw()``, memoised on ``key``; least recently used first out past
+    :data:`_CACHE_BYTES` (a refresh touches every row's pictures, so a FIFO would
+    redraw them all once a run has more pictures than the cache holds)."""
     digest = hashlib.sha256(repr(key).encode()).hexdigest()
-    if digest not in _PNG_CACHE:
-        if len(_PNG_CACHE) >= _CACHE_SIZE:
-            _PNG_CACHE.pop(next(iter(_PNG_CACHE)))
-        _PNG_CACHE[digest] = draw()
-    return _PNG_CACHE[digest]
+    png = _PNG_CACHE.pop(digest, None)
+    if png is None:
+        png = draw()
+    _PNG_CACHE[digest] = png  # most recently used last
+    while sum(map(len, _PNG_CACHE.values())) > _CACHE_BYTES and len(_PNG_CACHE) > 1:
+        _PNG_CACHE.pop(next(iter(_PNG_CACHE)))
+    return png
 
 
 def _pyplot():
