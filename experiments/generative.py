@@ -146,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--attack", default="ggl,ggl-untrained,ig")
     p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
+    p.add_argument("--data-source", default="auto", choices=data.SOURCES)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--model", default="mlp", help="a jgi.models name (default: mlp)")
     p.add_argument("--victims", type=int, default=8)
@@ -170,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(e))
     workdir = Path(args.workdir)
     out = workdir / "results.jsonl"
-    ds = data.load(args.dataset, data_dir=args.data_dir)
+    ds = data.load(args.dataset, data_dir=args.data_dir, source=args.data_source)
     info = ds.info
     model = models.get(args.model, num_classes=info.num_classes)
     params = model.init(jax.random.key(args.seed), info.image_shape)

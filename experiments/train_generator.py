@@ -220,7 +220,7 @@ def train(args: argparse.Namespace) -> dict:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    ds = data.load(args.dataset, data_dir=args.data_dir)
+    ds = data.load(args.dataset, data_dir=args.data_dir, source=args.data_source)
     overrides = {k: v for k, v in (("width", args.width), ("latent_dim", args.latent_dim),
                                    ("kernel_size", args.kernel_size), ("norm", args.norm))
                  if v is not None}
@@ -297,6 +297,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
     p.add_argument("--workdir", required=True)
+    p.add_argument("--data-source", default="auto", choices=data.SOURCES)
     p.add_argument("--data-dir", default=None, help="folder of <dataset>.npz "
                    "(default: $JGI_DATA_DIR)")
     p.add_argument("--steps", type=int, default=2000, help="generator steps (total, "
