@@ -237,6 +237,32 @@ def grid(out: Path, path: Path, names: list[str], per_row: int = 8):
     print("grid rows: original,", ", ".join(names), "->", path)
 
 
+def matched(out: Path, names: list[str]):
+    """Positional and best-assignment SSIM/PSNR per setting (each victim's best of the
+    B! assignments of its reconstructions to its originals)."""
+    import itertools  # noqa: PLC0415
+    for name in names:
+        f = np.load(out / f"{name}.npz")
+        x, r = f["x"], np.clip(f["images"], 0, 1)
+        v, b = x.shape[:2]
+        s = metrics.ssim(x.reshape(-1, *SHAPE), r.reshape(-1, *SHAPE))
+        p = metrics.psnr(x.reshape(-1, *SHAPE), r.reshape(-1, *SHAPE))
+        best_s, best_p = [], []
+        for i in range(v):
+            xs, rs = np.repeat(x[i], b, 0), np.tile(r[i], (b, 1, 1, 1))
+            ms = metrics.ssim(xs, rs).reshape(b, b)
+            mp = metrics.psnr(xs, rs).reshape(b, b)
+            perm = max(itertools.permutations(range(b)),
+                       key=lambda q, ms=ms: sum(ms[k, q[k]] for k in range(b)))
+            best_s += [ms[k, perm[k]] for k in range(b)]
+            best_p += [mp[k, perm[k]] for k in range(b)]
+        best_s = np.asarray(best_s)
+        print(f"{name}: positional SSIM mean {s.mean():.3f} median {np.median(s):.3f} "
+              f"> 0.5 {(s > 0.5).sum()}/{s.size} PSNR {p.mean():.1f} | matched SSIM mean "
+              f"{best_s.mean():.3f} median {np.median(best_s):.3f} > 0.5 "
+              f"{(best_s > 0.5).sum()}/{best_s.size} PSNR {np.mean(best_p):.1f}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--attack", default="grnn", help="grnn, gias, ig (comma-separated)")
@@ -260,11 +286,16 @@ def main(argv=None) -> int:
     p.add_argument("--grid", default=None, help="write a PNG grid of these settings "
                    "(comma-separated npz names) to --grid-path and exit")
     p.add_argument("--grid-path", default="docs/results/grnn-gias-grnn.png")
+    p.add_argument("--matched", default=None, help="print positional and best-assignment "
+                   "SSIM/PSNR of these settings (comma-separated npz names) and exit")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.grid:
         grid(out, Path(args.grid_path), args.grid.split(","))
+        return 0
+    if args.matched:
+        matched(out, args.matched.split(","))
         return 0
     attacks = set(args.attack.split(","))
     if "grnn" in attacks:
