@@ -221,11 +221,13 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 h3{font-size:1em;margin:.4em 0}
 table{border-collapse:collapse;font-size:.8em;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
-table.summary td,table.generic td{overflow-wrap:anywhere}
+table.summary td{overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%}
 th{background:#f0f0f0}tr:nth-child(even) td{background:#fafafa}
 section.row{border:1px solid #ddd;border-radius:4px;padding:.6em;margin:.8em 0}
 .pictures{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
-figure{margin:0}figcaption{font-size:.75em;color:#555}
+figure{margin:0;min-width:14em;max-width:100%}
+figcaption{font-size:.75em;color:#555;overflow-wrap:anywhere}
 img{max-width:100%;height:auto}
 pre{font-size:.75em;background:#f6f6f6;padding:.5em;overflow-x:auto;max-height:30em}
 .muted{color:#777;font-size:.85em}
@@ -266,6 +268,12 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "–"
     return str(value)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """Long cells (paths, descriptions) cut to ``limit`` characters; the row as stored
+    below has them whole."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 _INLINE_CODE = re.compile(r"`([^`]+)`")
@@ -321,10 +329,10 @@ def _row_title(raw: dict[str, Any], row: Row | None) -> str:
     if isinstance(row, UtilityRow):
         return (f"FedAvg utility of {row.model} / {row.dataset}, defenses: "
                 f"{', '.join(row.defenses) or 'none'}, seed {row.seed}")
-    name = raw.get("experiment", "row")
     keys = [k for k in ("model", "dataset", "attack", "method", "part", "resolution", "image",
                         "setting", "seed") if isinstance(raw.get(k), (str, int, float))]
-    return f"{name}: " + ", ".join(f"{k} {raw[k]}" for k in keys)
+    fields = ", ".join(f"{k} {_short(str(raw[k]), 40)}" for k in keys)
+    return f"{raw['experiment']}: {fields}" if "experiment" in raw else fields or "row"
 
 
 def _pictures(workdir: Path, raw: dict[str, Any], row: Row | None,
@@ -412,8 +420,9 @@ def _generic_tables(others: list[dict[str, Any]]) -> str:
             for k, v in raw.items():
                 if (isinstance(v, (str, int, float, bool)) or v is None) and k not in columns:
                     columns.append(k)
-        body = [[_fmt(raw.get(k)) for k in columns] for raw in rows]
-        out.append(f"<h3>{_e(name)}</h3>" + _table(columns, body, "generic"))
+        body = [[_short(_fmt(raw.get(k))) for k in columns] for raw in rows]
+        out.append(f'<h3>{_e(name)}</h3><div class="scroll">'
+                   + _table(columns, body, "generic") + "</div>")
     return "\n".join(out)
 
 
