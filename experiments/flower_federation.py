@@ -28,15 +28,17 @@ dropout or a bottleneck.
 Writes into ``--workdir``: ``results.jsonl`` (one :class:`jgi.records.AttackRow` per
 (source, attack), ``config.source`` = "flower" or "jgi"; ``report.html`` beside it),
 ``flower_table.md`` (this run's table), ``flower_reconstructions.png`` (originals and
-each row's reconstructions with their SSIM) and ``federation-<id>/`` (spec, client data,
-the server's records, the processes' logs). A rerun with the same settings reuses the
-finished federation's records.
+each row's reconstructions with their SSIM), ``reconstructions/<row id>.npz`` and
+``federation-<id>/`` (spec, client data, the server's records, the processes' logs). A
+rerun with the same settings reuses the finished federation's records and the rows
+already in ``results.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import sys
 import time
@@ -56,6 +58,7 @@ from jgi.pipeline.rows import device_description
 from jgi.records import AttackRow
 
 ATTACK_CHOICES = ("ig", "cdia")
+SOURCES = ("flower", "jgi")  # where the attacked update came from
 
 
 def _positive(kind):
@@ -147,9 +150,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def client_images(dataset: data.Dataset, args) -> tuple[np.ndarray, np.ndarray]:
+def client_images(dataset: data.Dataset, args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clients' images ([0, 1]) and labels: a seeded draw from the training set,
-    client ``i`` holding images ``i * samples .. (i + 1) * samples - 1`` of it."""
+    client ``i`` holding images ``i * samples .. (i + 1) * samples - 1`` of it; and the
+    images' indices in the training set."""
     n = args.clients * args.samples
     if n > len(dataset.y_train):
         raise SystemExit(f"{args.clients} clients x {args.samples} images need {n} training "
@@ -166,20 +170,23 @@ def identity(args, dataset) -> dict:
             "data_origin": dataset.origin}
 
 
-def federation(args, dataset, spec, x, y, params, folder: Path) -> fw.FederationResult:
+def federation(args, spec, x, y, params, folder: Path) -> fw.FederationResult:
     """Runs the federation into ``folder``, or reuses the records of a finished one."""
-    if (folder / "records" / fw.RECORDS_FILE).exists():
+    if (folder / "federation.json").exists():
         try:
             records = fw.load_records(folder / "records")
-            final = (folder / "records" / "final_params.npz")
+            final = folder / "records" / "final_params.npz"
+            wall = json.loads((folder / "federation.json").read_text())["wall_seconds"]
             if len(records) == args.clients * args.rounds and final.exists():
-                print(f"federation: reusing the records in {folder}", flush=True)
+                print(f"federation: reusing the records in {folder} (it took {wall:.1f} s)",
+                      flush=True)
                 with np.load(final) as f:
                     final_params = tuple(f[f"arr_{i}"] for i in range(len(f.files)))
-                return fw.FederationResult(records, final_params, folder, 0.0)
+                return fw.FederationResult(records, final_params, folder, wall)
         except (OSError, ValueError, KeyError) as e:
             print(f"federation: the records in {folder} are unreadable ({e}); rerunning",
                   flush=True)
+    if folder.exists():
         shutil.rmtree(folder)  # this experiment's own unfinished federation
     n = args.samples
     clients = [(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]) for i in range(args.clients)]
@@ -267,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = model.init(jax.random.key(args.seed), spec.input_shape)
     ident = identity(args, dataset)
     fid = results.row_id(ident)
-    result = federation(args, dataset, spec, x, y, params, workdir / f"federation-{fid}")
+    result = federation(args, spec, x, y, params, workdir / f"federation-{fid}")
 
     # The victim's update as the server received it, and jgi's own for the same client.
     v, n = args.victim_client, args.samples
@@ -291,28 +298,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = y[v * n:(v + 1) * n]
 
     rows_for_table, columns = [], []
+    existing = {r.get("row_id"): r for r in results.read_rows(workdir / "results.jsonl")}
     for name in args.attack_list:
+        idents = {source: {**ident, "source": source, "attack": name, "victim_client": v,
+                           "victim_round": args.victim_round, "iters": args.iters,
+                           "attack_lr": args.attack_lr, "tv": args.tv, "starts": args.starts,
+                           "attack_form": "one-step gradient" if args.one_gradient
+                           else "multi-step IG (consistent set-up)"}
+                  for source in SOURCES}
+        rids = {source: results.row_id(i) for source, i in idents.items()}
+        recon_path = workdir / "reconstructions" / f"{rids['flower']}.npz"
+        if all(rid in existing for rid in rids.values()) and recon_path.exists():
+            with np.load(recon_path) as f:
+                saved = {source: f[source] for source in SOURCES}
+            for source in SOURCES:
+                row = existing[rids[source]]
+                summary = {k: row[k] for k in ("ssim_mean", "psnr_mean", "per_victim_ssim")}
+                rows_for_table.append((source, name, summary, row["best_loss_mean"],
+                                       row["wall_seconds"]))
+                columns.append((f"{name.upper()} {source}", saved[source],
+                                summary["per_victim_ssim"]))
+            print(f"{name}: reusing rows {rids['flower']}, {rids['jgi']} of results.jsonl",
+                  flush=True)
+            continue
         args.current_attack = name
         key = jax.random.fold_in(jax.random.key(args.seed), 1000 + ATTACK_CHOICES.index(name))
         t0 = time.monotonic()
         recon, res, knowledge = attack(args, model, info, observations, labels, key)
         wall = time.monotonic() - t0
         loss = np.asarray(res.best_loss).reshape(2, args.starts)
-        for s_i, source in enumerate(("flower", "jgi")):
+        kept = {}
+        for s_i, source in enumerate(SOURCES):
             best = int(np.argmin(loss[s_i]))
-            rec = matched(originals, recon[s_i, best])
+            rec = kept[source] = matched(originals, recon[s_i, best])
             summary = metrics.summarize(originals, rec)
-            row_ident = {**ident, "source": source, "attack": name,
-                         "victim_client": v, "victim_round": args.victim_round,
-                         "iters": args.iters, "attack_lr": args.attack_lr, "tv": args.tv,
-                         "starts": args.starts,
-                         "attack_form": "one-step gradient" if args.one_gradient
-                         else "multi-step IG (consistent set-up)"}
-            rid = results.row_id(row_ident)
             flat = slice(s_i * args.starts, (s_i + 1) * args.starts)
             stops = np.asarray(res.stop_reason)[flat]
             row = AttackRow(
-                row_id=rid, model=args.model, dataset=args.dataset,
+                row_id=rids[source], model=args.model, dataset=args.dataset,
                 defenses=tuple(args.stack.names), attack=name,
                 knowledge=dataclasses.asdict(knowledge) if knowledge else {},
                 seed=args.seed, n_victims=n,
@@ -329,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wall_seconds=wall, compile_seconds=res.compile_seconds,
                 device=device_description(), data_origin=dataset.origin,
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                config={**row_ident, "update_max_abs_difference": diff,
+                config={**idents[source], "update_max_abs_difference": diff,
                         "federation_seconds": result.wall_seconds})
             results.append_row(workdir / "results.jsonl", row.to_json())
             rows_for_table.append((source, name, summary, loss[s_i, best], wall))
@@ -337,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name} on the {source} update: SSIM {summary['ssim_mean']:.3f}, PSNR "
                   f"{summary['psnr_mean']:.2f} dB (best of {args.starts} starts by loss)",
                   flush=True)
+        recon_path.parent.mkdir(exist_ok=True)
+        np.savez_compressed(recon_path, originals=originals, **kept)
 
     header = (f"Flower federation: {args.clients} clients x {args.rounds} rounds, "
               f"{args.samples} {args.dataset} image(s) per client, {args.model}, defenses "

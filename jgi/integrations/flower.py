@@ -581,7 +581,8 @@ class FederationResult:
     Attributes:
       records: every client result of every round (:class:`ClientRecord`).
       final_params: the global parameters after the last round (ndarrays).
-      folder: where the spec, data, records and the processes' logs are.
+      folder: where the spec, data, records and the processes' logs are (and
+        ``federation.json``: the wall time, port, client processes, flwr version).
       wall_seconds: from the first process start to the server's exit.
     """
 
@@ -736,6 +737,9 @@ def run_federation(spec: FederationSpec, clients: Sequence[tuple[np.ndarray, np.
         for _, p, _ in started:
             _stop(p)
     records = load_records(records_dir)
+    (folder / "federation.json").write_text(json.dumps(
+        {"wall_seconds": wall, "port": port, "client_processes": procs,
+         "flwr": flwr.__version__}, indent=1))
     return FederationResult(records=records,
                             final_params=_load_arrays(records_dir / "final_params.npz"),
                             folder=folder, wall_seconds=wall)
