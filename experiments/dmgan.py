@@ -15,6 +15,14 @@ model's test accuracy over the 10 digits. Rows go to ``<workdir>/rows.jsonl``
 (resumable per setting), the table to stdout and ``<workdir>/table.md``, 32 samples of
 the last round to ``<workdir>/dmgan_<setting>.png``.
 
+``diversity`` is the per-pixel standard deviation over the 256 samples, averaged over
+pixels: near 0 when the generator collapsed to one image. A first run (kept in the
+docs) showed why it is needed: a collapsed generator's binary noise pattern made both
+the shared model and the separately trained scorer say "3" with p ~ 1 (adversarial
+examples transfer between the two CNNs), so the share alone can mislead.
+
+The adversary trains with the honest clients' SGD lr (``--adv-lr``, 0.05), not the 1e-3
+of BREADTH.md's table, which at an honest lr of 0.05 leaves the fake class unlearnt.
 CPU scale: the generator uses Adam (lr ``--gen-lr``, 2e-3) and ``--gan-steps`` steps
 per round instead of the paper's SGD 1e-4 with 10 steps, which needs far more rounds
 than a CPU run affords; both are settings of :class:`jgi.attacks.dmgan.DMGANConfig`.
@@ -49,15 +57,16 @@ def scorer(ds, seed: int):
     x = jnp.asarray(data.normalize(ds.x_train[-10000:], info))
     y = jnp.asarray(ds.y_train[-10000:])
     params = jax.jit(model.init, static_argnums=1)(jax.random.key(seed + 7), info.image_shape)
-    params = jax.jit(lambda p, k: dmgan.local_sgd(model, p, x, y, k, 1500, 64, 0.05))(
-        params, jax.random.key(seed + 8))
+    # Data as arguments, not closed over: XLA would constant-fold 10,000 images.
+    params = jax.jit(lambda p, k, a, b: dmgan.local_sgd(model, p, a, b, k, 1500, 64, 0.05))(
+        params, jax.random.key(seed + 8), x, y)
     acc = accuracy(model, params, ds, 10)
     return model, params, acc
 
 
 def accuracy(model, params, ds, classes: int) -> float:
     x = jnp.asarray(data.normalize(ds.x_test[:1000], ds.info))
-    logits = jax.jit(lambda p: model.apply(p, x, {}))(params)[:, :classes]
+    logits = jax.jit(lambda p, a: model.apply(p, a, {}))(params, x)[:, :classes]
     return float(np.mean(np.argmax(np.asarray(logits), 1) == ds.y_test[:1000]))
 
 
@@ -70,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-client", type=int, default=1000)
     p.add_argument("--gan-steps", type=int, default=50)
     p.add_argument("--gen-lr", type=float, default=2e-3)
+    p.add_argument("--adv-lr", type=float, default=0.05,
+                   help="the adversary's local SGD lr (default: the honest clients')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
@@ -80,7 +91,7 @@ def main(argv=None) -> int:
     path = workdir / "rows.jsonl"
     done = {r["setting"] for r in results.read_rows(path)}
     config = dmgan.DMGANConfig(gen_optimizer="adam", gen_lr=args.gen_lr,
-                               gan_steps=args.gan_steps)
+                               gan_steps=args.gan_steps, adv_lr=args.adv_lr)
     score_model, score_params, score_acc = scorer(ds, args.seed)
     print(f"scoring classifier: test accuracy {score_acc:.3f}", flush=True)
     mean, std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
@@ -117,7 +128,9 @@ def main(argv=None) -> int:
             samples = dmgan.generate(gparams, z, shape)
             probs = jax.nn.softmax(score_model.apply(score_params, normalize(samples), {}))
             probs = np.asarray(probs)
+            s01 = np.asarray(samples)
             row = {"setting": setting, "round": r, "tracked": config.tracked_class,
+                   "diversity": float(np.mean(np.std(s01, axis=0))),
                    "share_tracked": float(np.mean(np.argmax(probs, 1) ==
                                                   config.tracked_class)),
                    "p_tracked": float(np.mean(probs[:, config.tracked_class])),
@@ -129,10 +142,11 @@ def main(argv=None) -> int:
               f"DMGAN {setting}: round {args.rounds}, tracked digit {config.tracked_class}")
     rows = results.read_rows(path)
     lines = ["| setting | round | share labelled tracked digit | mean p(tracked) | "
-             "shared model acc | scorer acc |", "|---|---:|---:|---:|---:|---:|"]
+             "diversity | shared model acc | scorer acc |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['setting']} | {r['round']} | {r['share_tracked']:.3f} | "
-              f"{r['p_tracked']:.3f} | {r['model_acc']:.3f} | {r['scorer_acc']:.3f} |"
-              for r in rows]
+              f"{r['p_tracked']:.3f} | {r.get('diversity', float('nan')):.3f} | "
+              f"{r['model_acc']:.3f} | {r['scorer_acc']:.3f} |" for r in rows]
     text = "\n".join(lines)
     (workdir / "table.md").write_text(text + "\n")
     print(text)

@@ -4,7 +4,9 @@ Hitaj, Ateniese, Perez-Cruz, "Deep Models Under the GAN: Information Leakage fro
 Collaborative Deep Learning", ACM CCS 2017. Settings from BREADTH.md section 2 (the
 LA re-implementation ``fleak/attack/dmgan.py``): the global model gets one extra
 "fake" output; generator SGD lr 1e-4, the adversary's discriminator (its local copy of
-the shared model) SGD lr 1e-3; 10 GAN steps per round; tracked class 3.
+the shared model) SGD lr 1e-3 (the defaults here; set ``adv_lr`` to the honest clients'
+lr when theirs is larger, or the fake class is never learnt); 10 GAN steps per round;
+tracked class 3.
 
 Threat model (:class:`DMGANConfig` holds what the adversary does):
 
@@ -23,8 +25,8 @@ Each round (:func:`fedavg_round`):
    honest clients, the victims);
 2. the adversary trains its generator for ``gan_steps`` steps to make the *global*
    model classify ``G(z)`` as the tracked class (the shared model is the
-   discriminator), then trains its local copy on its own data plus ``fake_batch``
-   generated images labelled "fake" (the extra class);
+   discriminator), then trains its local copy on batches that are half its own data
+   and half generated images labelled "fake" (the extra class);
 3. the server averages all clients' parameters (FedAvg with equal weights).
 
 The generator (jgi's choice; the paper's is a DCGAN for 28x28 MNIST): latent
@@ -59,7 +61,6 @@ class DMGANConfig:
       adv_lr: the adversary's local learning rate (SGD 1e-3).
       gan_steps: generator steps per round (10).
       gen_batch: latent samples per generator step.
-      fake_batch: generated images in the adversary's local training per round.
       local_steps: SGD steps of every client per round.
       batch: samples per local step.
       client_lr: honest clients' SGD learning rate.
@@ -72,7 +73,6 @@ class DMGANConfig:
     adv_lr: float = 1e-3
     gan_steps: int = 10
     gen_batch: int = 64
-    fake_batch: int = 64
     local_steps: int = 10
     batch: int = 32
     client_lr: float = 0.05
@@ -81,7 +81,7 @@ class DMGANConfig:
         if self.gen_optimizer not in ("sgd", "adam"):
             raise ValueError(f"DMGANConfig.gen_optimizer must be 'sgd' or 'adam', got "
                              f"{self.gen_optimizer!r}.")
-        for name in ("latent", "gan_steps", "gen_batch", "fake_batch", "local_steps", "batch"):
+        for name in ("latent", "gan_steps", "gen_batch", "local_steps", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DMGANConfig.{name} must be >= 1, got {getattr(self, name)}.")
         for name in ("gen_lr", "adv_lr", "client_lr"):
@@ -152,14 +152,28 @@ def train_generator(model: Model, params: Params, gparams: Params, gopt, key: ja
 def adversary_update(model: Model, params: Params, gparams: Params, x: jax.Array,
                      y: jax.Array, key: jax.Array, config: DMGANConfig, image_shape,
                      normalize: Callable, fake_class: int) -> Params:
-    """The adversary's local training: its data plus generated images labelled fake."""
-    kz, ks = jax.random.split(key)
-    z = jax.random.normal(kz, (config.fake_batch, config.latent))
-    fake = normalize(jax.lax.stop_gradient(generate(gparams, z, image_shape)))
-    xs = jnp.concatenate([x, fake])
-    ys = jnp.concatenate([y, jnp.full((config.fake_batch,), fake_class, y.dtype)])
-    return local_sgd(model, params, xs, ys, ks, config.local_steps, config.batch,
-                     config.adv_lr)
+    """The adversary's local training: its data plus generated images labelled fake.
+
+    Every local step takes ``batch - batch // 2`` of its own samples and ``batch // 2``
+    fresh generated images labelled ``fake_class`` (jgi's choice: with the fakes only a
+    small share of a pooled data set, the shared model barely learns the fake class and
+    the generator drifts to adversarial noise).
+    """
+    n_fake = config.batch // 2
+    n_real = config.batch - n_fake
+
+    def step(p, k):
+        kr, kz = jax.random.split(k)
+        idx = jax.random.randint(kr, (n_real,), 0, x.shape[0])
+        z = jax.random.normal(kz, (n_fake, config.latent))
+        fake = normalize(jax.lax.stop_gradient(generate(gparams, z, image_shape)))
+        xs = jnp.concatenate([x[idx], fake])
+        ys = jnp.concatenate([y[idx], jnp.full((n_fake,), fake_class, y.dtype)])
+        g = jax.grad(lambda q: _xent(model, q, xs, ys))(p)
+        return jax.tree.map(lambda a, b: a - config.adv_lr * b, p, g), None
+
+    params, _ = jax.lax.scan(step, params, jax.random.split(key, config.local_steps))
+    return params
 
 
 def fedavg_round(model: Model, params: Params, gparams: Params, gopt, honest_x: jax.Array,

@@ -19,7 +19,7 @@ def test_generator_learns_the_tracked_class_and_a_round_averages_clients():
     model = models.get("mlp", num_classes=4, width=8)
     params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), SHAPE)
     config = dmgan.DMGANConfig(tracked_class=1, latent=4, gen_optimizer="adam", gen_lr=1e-2,
-                               gan_steps=30, gen_batch=8, fake_batch=4, local_steps=2,
+                               gan_steps=30, gen_batch=8, local_steps=2,
                                batch=4)
     g0 = dmgan.generator_init(jax.random.key(1), config.latent, SHAPE)
     z = jax.random.normal(jax.random.key(2), (64, config.latent))
@@ -28,12 +28,12 @@ def test_generator_learns_the_tracked_class_and_a_round_averages_clients():
 
     @jax.jit
     def run(g):
+        # The round trains the generator against the round's global params (30 steps).
         before = dmgan.generator_loss(model, params, g, z, config, SHAPE, _identity)
-        g1, _, _ = dmgan.train_generator(model, params, g, config.gen_tx().init(g),
-                                         jax.random.key(4), config, SHAPE, _identity)
+        new, g1, *_ = dmgan.fedavg_round(model, params, g, config.gen_tx().init(g), hx, hy,
+                                         hx[1], hy[1], jax.random.key(5), config,
+                                         _identity, 3)
         after = dmgan.generator_loss(model, params, g1, z, config, SHAPE, _identity)
-        new, *_ = dmgan.fedavg_round(model, params, g, config.gen_tx().init(g), hx, hy,
-                                     hx[1], hy[1], jax.random.key(5), config, _identity, 3)
         return before, after, new
 
     before, after, new = run(g0)

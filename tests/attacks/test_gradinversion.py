@@ -25,7 +25,8 @@ def setup():
 
 def test_yin_labels_recover_distinct_labels(setup):
     model, _, _, y, updates, _ = setup
-    labels = np.asarray(jax.vmap(lambda u: gi.yin_labels(u, model.classifier, 3))(updates))
+    labels = np.asarray(jax.jit(jax.vmap(lambda u: gi.yin_labels(u, model.classifier, 3)))(
+        updates))
     assert [sorted(v) for v in labels] == [sorted(v) for v in y]
     with pytest.raises(ValueError, match="distinct labels"):
         gi.yin_labels(jax.tree.map(lambda a: a[0], updates), model.classifier, 6)
