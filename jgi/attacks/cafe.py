@@ -19,7 +19,7 @@ The harness (vertical FL, :class:`VFLConfig`):
   of those samples, and every parameter takes one SGD step (``lr``) on the batch-mean
   loss.
 
-Threat model (:class:`CAFEConfig` is what the attacker does):
+Threat model (:data:`THREAT_MODEL`; :class:`CAFEConfig` is what the attacker does):
 
 - the server *knows* the model, the parameters of every iteration, the labels and the
   batch indices ``s_t`` (it chose them: CAFE's data index alignment);
@@ -59,7 +59,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jgi.attacks.analytic import ThreatModel
 
+
+THREAT_MODEL = ThreatModel(
+    knows="the vertical-FL model, its parameters at every iteration, the labels, and the "
+          "indices of every batch (the server chose them)",
+    changes="nothing (honest-but-curious)",
+    sees="at every iteration the batch-mean gradient of every parameter, the parties' "
+         "bottom models included")
 
 @dataclasses.dataclass(frozen=True)
 class VFLConfig:
@@ -299,6 +307,6 @@ def run(images: jax.Array, labels: jax.Array, key: jax.Array, *, iterations: int
     return jnp.stack(snaps), jnp.stack(losses)
 
 
-__all__ = ["AttackState", "CAFEConfig", "Observation", "VFLConfig", "attack_loss",
+__all__ = ["THREAT_MODEL", "AttackState", "CAFEConfig", "Observation", "VFLConfig", "attack_loss",
            "attack_step", "init_attack", "init_params", "loss_fn", "merge", "observe", "run",
            "split"]

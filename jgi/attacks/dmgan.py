@@ -8,7 +8,7 @@ the shared model) SGD lr 1e-3 (the defaults here; set ``adv_lr`` to the honest c
 lr when theirs is larger, or the fake class is never learnt); 10 GAN steps per round;
 tracked class 3.
 
-Threat model (:class:`DMGANConfig` holds what the adversary does):
+Threat model (:data:`THREAT_MODEL`; :class:`DMGANConfig` holds what the adversary does):
 
 - the adversary is *one of the clients*: it *knows* the shared model and the global
   parameters of every round, and its own data, which has no example of the tracked
@@ -44,10 +44,17 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jgi.attacks.analytic import ThreatModel
 
 from jgi.models import layers
 from jgi.models.interface import Model, Params
 
+
+THREAT_MODEL = ThreatModel(
+    knows="as one of the clients: the shared model (with its extra fake class) and the "
+          "global parameters of every round, and its own data (no tracked-class example)",
+    changes="its own uploads: its local training labels its generated images fake",
+    sees="only the global model of every round, never another client's update or data")
 
 @dataclasses.dataclass(frozen=True)
 class DMGANConfig:
@@ -197,5 +204,5 @@ def fedavg_round(model: Model, params: Params, gparams: Params, gopt, honest_x: 
     return new, gparams, gopt, gloss
 
 
-__all__ = ["DMGANConfig", "adversary_update", "fedavg_round", "generate", "generator_init",
-           "generator_loss", "local_sgd", "train_generator"]
+__all__ = ["THREAT_MODEL", "DMGANConfig", "adversary_update", "fedavg_round", "generate",
+           "generator_init", "generator_loss", "local_sgd", "train_generator"]

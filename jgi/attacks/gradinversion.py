@@ -3,7 +3,8 @@
 Yin, Mallya, Vahdat, Alvarez, Kautz, Molchanov, "See through Gradients: Image Batch
 Recovery via GradInversion", CVPR 2021.
 
-Threat model (:class:`GradInversionConfig` holds what the attacker does):
+Threat model (:data:`THREAT_MODEL`; :class:`GradInversionConfig` holds what the attacker
+does):
 
 - the server *knows* the model, the parameters it sent, and the BatchNorm running
   statistics (mean and variance of every BatchNorm layer's input; they are buffers of
@@ -59,12 +60,20 @@ import jax.numpy as jnp
 import optax
 
 from jgi.attacks import runner
+from jgi.attacks.analytic import ThreatModel
 from jgi.attacks.distances import DISTANCES
 from jgi.attacks.regularizers import total_variation
 from jgi.fl.client import client_update
 from jgi.models.interface import Params
 from jgi.models.resnet_bn import BNModel, Stats
 
+
+THREAT_MODEL = ThreatModel(
+    knows="the model, the parameters it sent, the BatchNorm running statistics (buffers "
+          "of the global model), the batch size, and that the batch's labels are distinct",
+    changes="nothing (honest-but-curious)",
+    sees="one client's gradient of one training step on one batch, computed in training "
+         "mode (BatchNorm with the batch's own statistics)")
 
 @dataclasses.dataclass(frozen=True)
 class GradInversionConfig:
@@ -298,6 +307,5 @@ def reconstruct(model: BNModel, params: Params, running: Stats, updates: Any,
                       progress=progress, checkpoint=checkpoint)
 
 
-__all__ = ["GradInversionConfig", "batch_objective", "bn_loss", "consensus", "langevin_noise",
-           "problem",
-           "reconstruct", "yin_labels"]
+__all__ = ["THREAT_MODEL", "GradInversionConfig", "batch_objective", "bn_loss", "consensus",
+           "langevin_noise", "problem", "reconstruct", "yin_labels"]
