@@ -9,15 +9,16 @@ for Federated Learning", ACM TIST 13(4), 2022, as its public code (Rand2AI/GRNN,
   z ~ N(0, 1) (128 entries) to a dummy image, and a linear label head maps the same z
   to a dummy soft label ``softmax(W z + b)``; the generator's and the head's parameters
   (not z) are optimised jointly, so the generator's architecture is the image prior;
-- the generator (GRNN's Fig. 3, ~0.7 M parameters at 32x32x3): ``ConvTranspose(128 ->
-  2 c0, kernel = the base side, 1x1 -> base x base) -> GLU``, then up-blocks ``nearest
-  x2 -> Conv3x3(no bias, -> 2 c) -> BatchNorm -> GLU`` with the channels halving down to
-  ``width`` (d = 32), a last up-block to the image's channels, and a sigmoid: images in
-  [0, 1]. GLU(a, b) = a * sigmoid(b) over the two halves of the channels. At 32x32x3
-  the base is 4x4 and the GLU outputs have 128 -> 64 -> 32 -> 3 channels (0.71 M
-  parameters with the head, :func:`make_generator`); jgi takes the largest number of
-  up-blocks whose base side is an integer >= 4 (28x28: 7x7 and two up-blocks,
-  64 -> 32 -> 1), which is GRNN's rule for powers of 2;
+- the generator (GRNN's ``Generator/model.py``; ~0.7 M parameters at 32x32x3):
+  ``ConvTranspose(128 -> 2 c0, kernel = the base side, 1x1 -> base x base) -> GLU``,
+  then up-blocks ``nearest x2 -> Conv3x3(no bias, -> 2 c) -> BatchNorm -> GLU`` with
+  the channels halving down to ``width`` (d = 32), a last up-block to the image's
+  channels, and a sigmoid: images in [0, 1]. GLU(a, b) = a * sigmoid(b) over the two
+  halves of the channels. At 32x32x3 the base is 4x4 and the GLU outputs have
+  128 -> 64 -> 32 -> 3 channels (0.71 M parameters with the head,
+  :func:`make_generator`); jgi takes the largest number of up-blocks whose base side is
+  an integer >= 4 (28x28: 7x7 and two up-blocks, 64 -> 32 -> 1), which is GRNN's rule
+  for powers of 2;
 - the dummy update is the client's gradient of the cross-entropy of the model's
   prediction on the dummy images against the dummy soft labels
   (:func:`jgi.fl.client_update`, the client's own computation);
