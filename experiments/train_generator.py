@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jgi import data, models
+from jgi import data, models, results
 from jgi.checkpointing import PeriodicCheckpoint
 from jgi.fl import client as fl_client
 from jgi.models import generator as gen
@@ -330,7 +330,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    summary = train(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        with results.sigterm_as_interrupt():  # kill saves a checkpoint like Ctrl-C
+            summary = train(args)
+    except KeyboardInterrupt:
+        print(f"interrupted; the checkpoint in {args.workdir}/checkpoints is kept: rerun "
+              "the same command to resume.", file=sys.stderr)
+        return 130
     print(json.dumps({k: v for k, v in summary.items() if k != "spec"}, indent=1))
     return 0
 
