@@ -19,6 +19,7 @@ next to the paper's row. Run it under ``nice -n 10`` on a shared machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -41,7 +42,11 @@ STACKS: dict[str, tuple[tuple[str, ...], float, float]] = {
     "DP": (("dp",), 0.93, 100.0),
     "DP + PRECODE": (("dp", "precode"), 0.49, 50.78),
     "DP + GP": (("dp", "prune"), 0.95, 100.0),
+    # References without DP (not run by default): is a drop DP's doing?
+    "CVB": (("cvb",), 0.88, 99.22),
+    "DO": (("dropout",), 0.97, 100.0),
 }
+DEFAULT_STACKS = ("DP + CVB", "DO + DP", "DP", "DP + PRECODE", "DP + GP")
 DEFAULT_CANDIDATES = ("none", "fresh-dp", "dp-estimate", "tv-0.1", "authors-cvb-kl",
                       "est-lr-0.1", "est-sign", "dia-patience-800", "authors-layout")
 
@@ -68,8 +73,10 @@ def effective(knowledge: mimic.Knowledge) -> mimic.Knowledge:
 
 
 def row(config: pipeline.AblationConfig, dataset: data.Dataset,
-        candidate: authors.Candidate, label: str, workdir: Path) -> dict:
-    """One (candidate, stack) row, reused from ``results.jsonl`` when already there."""
+        candidate: authors.Candidate, label: str, workdir: Path,
+        compute: bool = True) -> dict | None:
+    """One (candidate, stack) row, reused from ``results.jsonl`` when already there
+    (None when it is not and ``compute`` is False)."""
     names = STACKS[label][0]
     stack = config.stack(names)
     info = row_builders.layout_info(config, dataset)
@@ -100,6 +107,8 @@ def row(config: pipeline.AblationConfig, dataset: data.Dataset,
             f"for {existing[-1]['candidate']}); reusing it.")
         return {**existing[-1], "candidate": candidate.name, "number": candidate.number,
                 "stack": label}
+    if not compute:
+        return None
     say(f"{candidate.name} x {label}: CDIA ({candidate.summary}), {config.victims} victims, "
         f"up to {cfg.max_iters} iterations, knowledge {dataclasses.asdict(knowledge)}")
     victims = row_builders.victim_set(config, dataset)
@@ -180,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES),
                         help=f"comma list of {', '.join(authors.CANDIDATES)}")
-    parser.add_argument("--stacks", default=";".join(s for s in STACKS),
+    parser.add_argument("--stacks", default=";".join(DEFAULT_STACKS),
                         help=f"';' list of {'; '.join(STACKS)}")
     parser.add_argument("--victims", type=int, default=8)
     parser.add_argument("--max-iters", type=int, default=3000)
@@ -189,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--data-source", default="auto")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only print the table of the rows already in --out")
     parser.add_argument("--out", default="runs/dp_candidates")
     args = parser.parse_args(argv)
     try:
@@ -205,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     done: list[dict] = []
     try:
-        with results.sigterm_as_interrupt(), results.lock_workdir(out):
+        lock = contextlib.nullcontext() if args.table_only else results.lock_workdir(out)
+        with results.sigterm_as_interrupt(), lock:
             datasets: dict[str, data.Dataset] = {}
             # Stack by stack, in the order given (the collapsed rows first, by default),
             # every candidate on one stack before the next stack.
@@ -217,7 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         datasets[config.dataset] = data.load(
                             config.dataset, data_dir=config.data_dir,
                             source=config.data_source)
-                    done.append(row(config, datasets[config.dataset], candidate, label, out))
+                    r = row(config, datasets[config.dataset], candidate, label, out,
+                            compute=not args.table_only)
+                    if r is not None:
+                        done.append(r)
     except (ValueError, results.FolderBusyError) as e:
         print(f"error: {e}", flush=True)
         return 2
@@ -233,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "\nThe same rows with the authors' SSIM (per-image min-max scaling) and its "
               "ASR:\n\n" + markdown(all_rows, candidates, stacks, "ssim_authors_mean",
                                     "asr_authors"))
-    results.write_text(out / "table.md", text)
+    if not args.table_only:
+        results.write_text(out / "table.md", text)
     say(text)
     return 0
 
