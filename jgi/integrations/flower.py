@@ -35,8 +35,9 @@ the records) inside a process this module starts. The SuperLink/SuperNode proces
 need a Flower App project (a ``pyproject.toml`` with ``[tool.flwr]``, started with
 ``flwr run``) and run the ServerApp in a further process loaded by module path; the
 simulation engine needs Ray (``flwr[simulation]`` pins ``ray==2.55.1``), a heavy extra
-and no real client processes. When ``start_server``/``start_client`` are removed, the
-strategy and client here carry over to a ServerApp/ClientApp unchanged.
+and no real client processes. The strategy is a plain Flower ``Strategy`` and the client
+a ``NumPyClient``, the pieces a ServerApp/ClientApp is built from when
+``start_server``/``start_client`` are removed (not tried here).
 
 Choices (Flower and the papers are silent):
 
