@@ -52,7 +52,12 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Shipped weights: name -> (file under WEIGHTS_DIR, sha256 of the file). The checksum is
 # checked at every load; a mismatch is refused.
-SHIPPED: dict[str, tuple[str, str]] = {}
+SHIPPED: dict[str, tuple[str, str]] = {
+    # python -m experiments.train_generator --dataset=mnist --width=16 --steps=1250
+    # (2-core shared CPU, ~36 min; docs/results/generative.md has its quality check).
+    "mnist": ("generator_mnist.msgpack",
+              "eb1bf607aeec5581b9dd0269911beaf88820481f988e0b28a8d49bb76376a20d"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
