@@ -80,6 +80,8 @@ from jgi.models.interface import Model, Params
 OPTIMIZERS = ("rmsprop", "adam")
 LABEL_MODES = ("joint", "known")
 INITS = ("pytorch", "normal")
+# The generator's convolutions: "patches" (patch extraction + one matmul) or "lax".
+CONV_IMPL = "patches"
 # GRNN's TV weights per model (GRNN.py): LeNet 1e-3, ResNet-18 1e-6.
 TV_WEIGHTS = {"lenet": 1e-3, "resnet18": 1e-6}
 
@@ -240,7 +242,7 @@ def make_generator(image_shape: tuple[int, int, int], num_classes: int, latent_d
         for i in range(n_up):
             p = params[f"up{i}"]
             x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest x2
-            x = layers.conv(p["conv"], x, stride=1, padding="SAME", impl="lax",
+            x = layers.conv(p["conv"], x, stride=1, padding="SAME", impl=CONV_IMPL,
                             name=f"grnn.up{i}")
             x = _glu(_batch_norm(p["bn"], x))
         return jax.nn.sigmoid(x), soft

@@ -36,7 +36,7 @@ def test_generator_has_grnns_shape():
     assert grnn.layout((32, 32, 3)) == (3, (128, 64, 32, 3))
     assert grnn.layout((28, 28, 1)) == (2, (64, 32, 1))
     init_fn, apply_fn = grnn.make_generator(SHAPE, 10, latent_dim=8, width=4, init="normal")
-    x, soft = apply_fn(init_fn(jax.random.key(0)), jnp.ones((3, 8)))
+    x, soft = jax.jit(lambda k: apply_fn(init_fn(k), jnp.ones((3, 8))))(jax.random.key(0))
     assert x.shape == (3, *SHAPE) and soft.shape == (3, 10)
     assert float(x.min()) >= 0 and float(x.max()) <= 1
     np.testing.assert_allclose(np.asarray(soft.sum(-1)), 1.0, rtol=1e-5)
