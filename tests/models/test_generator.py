@@ -19,10 +19,15 @@ def test_shapes_ranges_and_ggl_parameter_count():
     spec = gen.GeneratorSpec((28, 28, 1), latent_dim=8, width=4)
     g_init, g_apply = gen.generator(spec)
     c_init, c_apply = gen.critic(spec)
-    x = g_apply(g_init(jax.random.key(0)), jax.random.normal(jax.random.key(1), (3, 8)))
+
+    @jax.jit  # one compilation instead of one per operation
+    def run():
+        x = g_apply(g_init(jax.random.key(0)), jax.random.normal(jax.random.key(1), (3, 8)))
+        return x, c_apply(c_init(jax.random.key(2)), x)
+    x, scores = run()
     assert x.shape == (3, 28, 28, 1)
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-    assert c_apply(c_init(jax.random.key(2)), x).shape == (3,)
+    assert scores.shape == (3,)
 
 
 def test_spec_validation_says_what_is_valid():
@@ -55,11 +60,10 @@ def test_shipped_weights_load_with_matching_checksum(name):
     data = (gen.WEIGHTS_DIR / fname).read_bytes()
     assert hashlib.sha256(data).hexdigest() == expected
     spec, params = gen.load_generator(name)
-    x = gen.generator(spec)[1](params, jnp.zeros((2, spec.latent_dim)))
-    assert x.shape == (2, *spec.image_shape)
-    # A trained generator's samples are not constant images: pixel std across two
-    # latents' images > 0.05 (an untrained one gives blur of about the same level, so
-    # the quality check lives in docs/results/generative.md, not here).
-    x = gen.generator(spec)[1](params, jax.random.normal(jax.random.key(0),
-                                                           (8, spec.latent_dim)))
-    assert float(jnp.std(x)) > 0.05
+    x = jax.jit(gen.generator(spec)[1])(params, jax.random.normal(jax.random.key(0),
+                                                                    (8, spec.latent_dim)))
+    assert x.shape == (8, *spec.image_shape)
+    # Digit-like samples: mostly dark background with bright strokes, as MNIST (mean
+    # pixel 0.13). Measured on the shipped weights: mean 0.13, std 0.30 (untrained:
+    # 0.68, 0.22); asserted mean < 0.3 and std > 0.15.
+    assert float(jnp.mean(x)) < 0.3 and float(jnp.std(x)) > 0.15
