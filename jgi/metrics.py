@@ -47,13 +47,17 @@ def ssim(originals, reconstructions) -> np.ndarray:
     return np.asarray(_ssim(*_check(originals, reconstructions)))
 
 
-def minmax_scale(x) -> jax.Array:
-    """Each image of (N, H, W, C) mapped to [0, 1] by its own min and max over all pixels
-    and channels; a constant image becomes 0."""
-    x = jnp.asarray(x, jnp.float32)
+@jax.jit
+def _minmax_scale(x):
     lo = jnp.min(x, axis=(1, 2, 3), keepdims=True)
     span = jnp.max(x, axis=(1, 2, 3), keepdims=True) - lo
     return jnp.where(span > 0, (x - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+
+
+def minmax_scale(x) -> jax.Array:
+    """Each image of (N, H, W, C) mapped to [0, 1] by its own min and max over all pixels
+    and channels; a constant image becomes 0."""
+    return _minmax_scale(jnp.asarray(x, jnp.float32))
 
 
 def ssim_authors(originals, reconstructions, mean=None, std=None) -> np.ndarray:
@@ -69,11 +73,15 @@ def ssim_authors(originals, reconstructions, mean=None, std=None) -> np.ndarray:
     if (mean is None) != (std is None):
         raise ValueError("ssim_authors: give both mean and std (the normalisation) or "
                          "neither.")
-    if mean is not None:
-        mean = jnp.asarray(mean, jnp.float32)
-        std = jnp.asarray(std, jnp.float32)
-        a, b = (a - mean) / std, (b - mean) / std
-    return np.asarray(_ssim(minmax_scale(a), minmax_scale(b)))
+    if mean is None:
+        mean, std = 0.0, 1.0
+    return np.asarray(_ssim_authors(a, b, jnp.asarray(mean, jnp.float32),
+                                    jnp.asarray(std, jnp.float32)))
+
+
+@jax.jit
+def _ssim_authors(a, b, mean, std):
+    return _ssim(_minmax_scale((a - mean) / std), _minmax_scale((b - mean) / std))
 
 
 def mse(originals, reconstructions) -> np.ndarray:

@@ -79,5 +79,6 @@ def test_precode_kl_is_in_bits_as_the_authors_compute_it():
     # KL(N(mu, s^2) || N(0, 1)) = 0.5 (s^2 + mu^2 - 1 - 2 ln s) per unit, summed over K:
     # unit 0: 0.5 (1 + 1 - 1 - 0) = 0.5; unit 1: 0.5 (4 + 0 - 1 - 2 ln 2) = 1.5 - ln 2.
     nats = 0.5 + 1.5 - math.log(2.0)
-    _, penalty = bottleneck.precode_apply(params, jnp.ones((4, 3)), jnp.zeros((4, k)), beta=0.1)
+    _, penalty = jax.jit(bottleneck.precode_apply, static_argnames="beta")(
+        params, jnp.ones((4, 3)), jnp.zeros((4, k)), beta=0.1)
     assert float(penalty) == pytest.approx(0.1 * nats / math.log(2.0), rel=1e-5)  # 0.1885 bits

@@ -78,8 +78,9 @@ def test_one_layout_flag_sets_data_model_and_row_identity(mnist_sample):
     for config in (pipeline.AblationConfig(victims=2), authors):
         model = models.get("cnn", **dict(config.model_options))
         ids[config.layout] = rows.attack_identity(config, mnist_sample, model, stack, "ig")
-        victims = rows.victim_set(config, mnist_sample)
-        assert victims.x.shape[1:] == rows.layout_info(config, mnist_sample).image_shape
+    victims = rows.victim_set(authors, mnist_sample)
+    assert victims.x.shape == (2, 32, 32, 3) and victims.pool_x.shape[1:] == (32, 32, 3)
+    assert victims.originals.max() <= 1.0
     assert "layout" not in ids["jgi"]  # rows made before layouts keep their ids
     assert ids["authors"]["layout"] == "authors"
     assert ids["authors"]["model"]["padding"] == "VALID"
