@@ -216,8 +216,9 @@ def table_rows(rows: Iterable[Row | dict[str, Any]]) -> list[list[str]]:
             "SSIM ↓", "ASR [%] ↓", "Authors' SSIM ↓", "Authors' ASR [%] ↓", "Accuracy [%] ↑",
             "Paper (CDIA) SSIM", "Paper (CDIA) ASR [%]", "Paper accuracy [%]"]]
     for r in aggregate(rows):
+        # Table 4's figures are CDIA's: other attacks' rows (e.g. PIG) get none
         paper = PAPER_TABLE4.get((r["dataset"], tuple(r["defenses"]))) \
-            if r["model"] == "cnn" and not r["settings"] else None
+            if r["model"] == "cnn" and not r["settings"] and r["attack"] == "cdia" else None
         out.append([
             DATASET_LABELS.get(r["dataset"], r["dataset"]), r["model"],
             *defense_columns(r["defenses"]), _settings_cell(r),

@@ -53,3 +53,10 @@ def test_authors_ssim_columns_pool_seeds_and_old_rows_print_a_dash():
     rows = tables.table_rows([_attack(0, [0.9, 0.9]), authors])
     settings = sorted(r[rows[0].index("Settings")] for r in rows[1:])
     assert settings == ["paper", "paper, authors' layout"]
+
+
+def test_the_papers_cdia_columns_stay_empty_for_other_attacks():
+    header, cdia, pig = tables.table_rows([_attack(0, [0.9]), {**_attack(0, [0.6]),
+                                                              "attack": "pig"}])
+    col = header.index("Paper (CDIA) SSIM")
+    assert cdia[col] == "0.93 (± 0.06)" and pig[col] == "–"  # Table 4, DP row
