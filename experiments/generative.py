@@ -21,6 +21,9 @@ Attacks (``--attack``):
 - ``ggl-untrained``: the same with a generator of the same shape at its random
   initialisation (NotEasy Fig. 47: GGL then fails);
 - ``ig``: :mod:`jgi.attacks.ig`, ``--ig-iters`` iterations, iDLG's label guess;
+- ``gen-sample``: no attack, the generator's image at a random latent: the chance
+  level of the best-match SSIM for images of the generator's range (it grows with n,
+  since the best of n images is taken);
 - ``grnn``, ``gias``: :mod:`jgi.attacks.grnn` / :mod:`jgi.attacks.gias` at their
   defaults except the iteration counts (``--grnn-iters``, ``--gias-iters``), batch 1.
 
@@ -50,7 +53,7 @@ from jgi.attacks import ggl, ig
 from jgi.attacks.labels import idlg_labels
 from jgi.models import generator as gen
 
-ATTACKS = ("ggl", "ggl-untrained", "ig", "grnn", "gias")
+ATTACKS = ("ggl", "ggl-untrained", "ig", "grnn", "gias", "gen-sample")
 
 
 def parse_grid(text: str) -> list[tuple[int, int, int]]:
@@ -88,6 +91,10 @@ def run_attack(name, args, model, params, updates, info, key, generator):
         r = ggl.reconstruct(model, params, updates, key, config, generator=(spec, g_params),
                             labels=labels, input_stats=stats, progress=name)
         return np.asarray(r.images), np.asarray(r.labels[:, 0])
+    if name == "gen-sample":
+        spec, g_params = generator
+        z = jax.random.normal(key, (labels.shape[0], spec.latent_dim))
+        return np.asarray(gen.generator(spec)[1](g_params, z))[:, None], np.asarray(labels)
     if name == "ig":
         config = ig.IGConfig(max_iters=args.ig_iters, stop_patience=args.ig_iters,
                              chunk_size=min(100, args.ig_iters))
@@ -176,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = models.get(args.model, num_classes=info.num_classes)
     params = model.init(jax.random.key(args.seed), info.image_shape)
     generator = gen.load_generator(args.generator) if any(
-        a in ("ggl", "ggl-untrained", "gias") for a in attacks) else None
+        a in ("ggl", "ggl-untrained", "gias", "gen-sample") for a in attacks) else None
     done = {r["id"] for r in results.read_rows(out)}
     for n, batch, epochs in grid:
         rng = np.random.default_rng([args.seed, n])
@@ -193,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "budget": {"ggl": [args.population, args.generations],
                                    "ggl-untrained": [args.population, args.generations],
                                    "ig": args.ig_iters, "grnn": args.grnn_iters,
-                                   "gias": args.gias_iters}[attack]}
+                                   "gias": args.gias_iters, "gen-sample": 0}[attack]}
             rid = results.row_id(identity)
             if rid in done:
                 continue
