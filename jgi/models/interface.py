@@ -130,12 +130,35 @@ def first_weight(params: Params, layer_order: tuple[str, ...]) -> tuple[str, Any
     return None
 
 
+def input_mismatch(name: str, layer_order: tuple[str, ...], params: Params,
+                   x: jax.Array) -> str | None:
+    """What the params' first layer needs of ``x`` that ``x`` lacks, or None.
+
+    The channel count is read off the first layer's kernel (C_in) when it is a
+    convolution; for a dense first layer, H * W * C must equal its input features.
+    """
+    found = first_weight(params, layer_order)
+    if found is None:
+        return None
+    label, w = found
+    w_shape, x_shape = checks.shape_of(w), checks.shape_of(x)
+    where = f"{name}.forward"
+    if len(w_shape) == 4 and x_shape[-1] != w_shape[2]:
+        return (f"{where}: x must be (batch, H, W, C) with C = {w_shape[2]} for the first "
+                f"layer {name}.{label} (kernel {w_shape}): expected x of shape "
+                f"(batch, H, W, {w_shape[2]}), got {x_shape}.")
+    if len(w_shape) == 2 and math.prod(x_shape[1:]) != w_shape[0]:
+        return (f"{where}: x must have H * W * C = {w_shape[0]} for the first layer "
+                f"{name}.{label} (weights {w_shape}): expected x of shape (batch, H, W, C) "
+                f"with {w_shape[0]} features, got {x_shape} "
+                f"({math.prod(x_shape[1:])} features).")
+    return None
+
+
 def check_input(name: str, layer_order: tuple[str, ...], params: Params,
                 x: jax.Array) -> None:
     """``x`` is a floating (batch, H, W, C) batch the params' first layer accepts.
 
-    The channel count is read off the first layer's kernel (C_in) when it is a
-    convolution; for a dense first layer, H * W * C must equal its input features.
     Trace-time only (static shapes).
 
     Raises:
@@ -145,28 +168,31 @@ def check_input(name: str, layer_order: tuple[str, ...], params: Params,
     where = f"{name}.forward"
     checks.rank(x, 4, name="x", where=where, layout="(batch, H, W, C)")
     checks.kind(x, float, name="x", where=where, what="normalised images")
-    found = first_weight(params, layer_order)
-    if found is None:
-        return
-    label, w = found
-    w_shape, x_shape = checks.shape_of(w), checks.shape_of(x)
-    if len(w_shape) == 4 and x_shape[-1] != w_shape[2]:
-        # Worded like the layers' own messages (jgi.models.layers.conv).
-        raise ValueError(f"{where}: x must be (batch, H, W, C) with C = {w_shape[2]} for the "
-                         f"first layer {name}.{label} (kernel {w_shape}): expected x of "
-                         f"shape (batch, H, W, {w_shape[2]}), got {x_shape}.")
-    if len(w_shape) == 2 and math.prod(x_shape[1:]) != w_shape[0]:
-        raise ValueError(f"{where}: x must have H * W * C = {w_shape[0]} for the first layer "
-                         f"{name}.{label} (weights {w_shape}): expected x of shape (batch, "
-                         f"H, W, C) with {w_shape[0]} features, got {x_shape} "
-                         f"({math.prod(x_shape[1:])} features).")
+    mismatch = input_mismatch(name, layer_order, params, x)
+    if mismatch is not None:
+        raise ValueError(mismatch)
 
 
 def _checked_forward(name: str, layer_order: tuple[str, ...], forward: Callable) -> Callable:
+    """``forward`` behind :func:`check_input`.
+
+    Rank and dtype are checked first. When the first layer does not fit ``x``, the
+    model's forward is still traced first, so that a model's own, more specific message
+    (a ViT's token count, a layer's name) leads; the first-layer message is appended.
+    """
     @functools.wraps(forward)
     def checked(params, x, *args, **kwargs):
-        check_input(name, layer_order, params, x)
-        return forward(params, x, *args, **kwargs)
+        where = f"{name}.forward"
+        checks.rank(x, 4, name="x", where=where, layout="(batch, H, W, C)")
+        checks.kind(x, float, name="x", where=where, what="normalised images")
+        mismatch = input_mismatch(name, layer_order, params, x)
+        if mismatch is None:
+            return forward(params, x, *args, **kwargs)
+        try:
+            forward(params, x, *args, **kwargs)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{e} [{mismatch}]") from e
+        raise ValueError(mismatch)
 
     checked._jgi_checked = True  # pylint: disable=protected-access
     return checked
