@@ -84,7 +84,7 @@ def run_attack(name, args, model, params, updates, info, key, generator):
     labels = idlg_labels(updates, model.classifier)
     if name in ("ggl", "ggl-untrained"):
         config = ggl.GGLConfig(population=args.population, generations=args.generations,
-                               chunk=min(args.generations, 25))
+                               chunk=min(args.generations, 25), distance=args.ggl_distance)
         spec, g_params = generator
         if name == "ggl-untrained":
             g_params = gen.generator(spec)[0](jax.random.fold_in(key, 99))
@@ -162,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--generator", default="mnist", help="shipped name or path")
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--ggl-distance", default="layer_l2", choices=ggl.DISTANCES)
     p.add_argument("--ig-iters", type=int, default=4000)
     p.add_argument("--grnn-iters", type=int, default=1000)
     p.add_argument("--gias-iters", type=int, default=500)
@@ -201,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    "ggl-untrained": [args.population, args.generations],
                                    "ig": args.ig_iters, "grnn": args.grnn_iters,
                                    "gias": args.gias_iters, "gen-sample": 0}[attack]}
+            if attack.startswith("ggl") and args.ggl_distance != "layer_l2":
+                identity["ggl_distance"] = args.ggl_distance  # default rows keep their ids
             rid = results.row_id(identity)
             if rid in done:
                 continue
@@ -226,8 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{attack} {n}x{batch}x{epochs}: SSIM {m['ssim']:.3f} PSNR "
                   f"{m['psnr']:.1f} label acc {m['label_acc']:.2f} ({row['seconds']} s)",
                   file=sys.stderr)
+    distance = None if args.ggl_distance == "layer_l2" else args.ggl_distance
     rows = [r for r in results.read_rows(out) if r.get("experiment") == "generative"
-            and r["model"] == args.model and r["victims"] == args.victims]
+            and r["model"] == args.model and r["victims"] == args.victims
+            and r.get("ggl_distance") == (distance if r["attack"].startswith("ggl")
+                                          else None)]
     text = table(rows, attacks)
     results.write_text(workdir / "table.md", text)
     print(text)
