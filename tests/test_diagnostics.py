@@ -36,7 +36,7 @@ def test_precode_before_the_classifier_leaves_pigs_layers_nearly_deterministic()
     # images, PIG-kept cosine ~0.8 and whole-update cosine ~0.05 before the classifier;
     # after conv block 0 the kept leaves' cosine is ~0.3.
     x, y = _images()
-    late = models.get("cnn", bottleneck="precode")
+    late = models.get("cnn", bottleneck="precode", precode_position="classifier")
     early = models.get("cnn", bottleneck="precode", precode_block=0)
     r_late = diagnostics.update_noise(late, late.init(jax.random.key(0), (28, 28, 1)), x, y,
                                       jax.random.key(3), draws=3)

@@ -9,6 +9,8 @@ the models build them in (``models.get(name, bottleneck="precode" | "cvb")``) an
 
 from jgi.models.bottleneck import (
     BOTTLENECKS,
+    PRECODE_POSITIONS,
+    check_precode_position,
     cvb_apply,
     cvb_eps_shape,
     cvb_init,
@@ -21,6 +23,8 @@ from jgi.models.bottleneck import (
 
 __all__ = [
     "BOTTLENECKS",
+    "PRECODE_POSITIONS",
+    "check_precode_position",
     "cvb_apply",
     "cvb_eps_shape",
     "cvb_init",

@@ -55,7 +55,7 @@ def test_bottleneck_shapes_and_placement():
     assert "b" not in params["bottleneck"]["mu"]
     assert cvb.layer_order == ("conv0", "bottleneck", "conv1", "conv2", "dense")
     assert cvb.sample_noise(jax.random.key(0), (28, 28, 1), 3)["eps"].shape == (3, 14, 14, 8)
-    pre = models.get("cnn", bottleneck="precode")
+    pre = models.get("cnn", bottleneck="precode", precode_position="classifier")
     params = pre.init(jax.random.key(0), (28, 28, 1))
     assert params["bottleneck"]["encoder"]["w"].shape == (1024, 512)  # Linear(in, 2K)
     assert params["bottleneck"]["decoder"]["w"].shape == (256, 1024)
@@ -111,7 +111,7 @@ def test_kl_is_zero_at_the_prior_and_precode_penalty_is_beta_kl():
     assert float(penalty) == pytest.approx(0.0, abs=1e-6)
     params["encoder"]["b"] = params["encoder"]["b"].at[0].set(2.0)  # mu_0 = 2: KL = 2
     _, penalty = bottleneck.precode_apply(params, jnp.ones((3, 6)), jnp.zeros((3, k)), beta=0.5)
-    assert float(penalty) == pytest.approx(0.5 * 2.0, rel=1e-5)
+    assert float(penalty) == pytest.approx(0.5 * 2.0 / np.log(2.0), rel=1e-5)  # KL in bits
 
 
 def test_dropout_mask_shape_errors_and_rates():
