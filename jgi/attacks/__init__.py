@@ -28,13 +28,33 @@ Analytic and malicious-server attacks (each states its ``THREAT_MODEL``):
 - :mod:`~jgi.attacks.rgap`: R-GAP, recursive closed form with rank analysis (Zhu and
   Blaschko 2021).
 
+- :mod:`~jgi.attacks.gradinversion`: GradInversion (Yin et al. 2021), BatchNorm
+  statistics + group consistency (needs :mod:`jgi.models.resnet_bn`).
+- :mod:`~jgi.attacks.cafe`: CAFE (Jin et al. 2021), vertical FL with its own harness.
+- :mod:`~jgi.attacks.dmgan`: DMGAN (Hitaj et al. 2017), a malicious client's GAN.
+
+Generative priors (the generators: :mod:`jgi.models.generator`):
+
+- :mod:`~jgi.attacks.ggl`: GGL (Li et al. 2022), CMA-ES in a trained generator's latent.
+- :mod:`~jgi.attacks.grnn`: GRNN (Ren et al. 2022), an untrained generator and label head
+  fitted jointly.
+- :mod:`~jgi.attacks.gias`: GIAS (Jeon et al. 2021), latent then generator-parameter
+  search.
+
+Others:
+
 - :mod:`~jgi.attacks.highres`: high-resolution medical images (Dao and Nguyen 2023),
   L-BFGS on the image with squared TV and a six-norm prior.
+- :mod:`~jgi.attacks.fedavg_update`: the leakage study's optimisation attacks on a
+  FedAvg update by name (single-step, study, consistent IG; DLF).
+- :mod:`~jgi.attacks.authors`: opt-in CDIA variants testing the candidate explanations
+  of the core paper's DP rows (none is a default).
 
 ``ATTACKS`` maps a name to a function ``knowledge_for(stack) -> Knowledge``.
 """
 
-from jgi.attacks import (analytic, cdia, cpa, dia, dlf, dlg, dpia, gpia, highres, ig,
+from jgi.attacks import (analytic, authors, cafe, cdia, cpa, dia, dlf, dlg, dmgan, dpia,
+                         fedavg_update, ggl, gias, gpia, gradinversion, grnn, highres, ig,
                          label_counts, labels, lbfgs, mimic, multistep, pig, rgap, rtf, runner,
                          vbia, wiig)
 from jgi.checkpointing import AttackCheckpoint
@@ -59,6 +79,7 @@ ATTACKS = {
 }
 
 __all__ = ["ATTACKS", "AttackCheckpoint", "AttackResult", "Knowledge", "Problem",
-           "STOP_REASONS", "StoppingRule", "analytic", "cdia", "cpa", "dia", "dlf", "dlg",
-           "dpia", "gpia", "highres", "ig", "label_counts", "labels", "lbfgs", "mimic", "multistep",
-           "pig", "rgap", "rtf", "runner", "vbia", "wiig"]
+           "STOP_REASONS", "StoppingRule", "analytic", "authors", "cafe", "cdia", "cpa", "dia",
+           "dlf", "dlg", "dmgan", "dpia", "fedavg_update", "ggl", "gias", "gpia",
+           "gradinversion", "grnn", "highres", "ig", "label_counts", "labels", "lbfgs", "mimic",
+           "multistep", "pig", "rgap", "rtf", "runner", "vbia", "wiig"]

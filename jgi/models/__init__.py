@@ -23,6 +23,7 @@ from jgi.models.interface import Model, Noise, Params, no_noise
 from jgi.models.lenet import lenet
 from jgi.models.mlp import mlp
 from jgi.models.resnet import resnet18
+from jgi.models.resnet_bn import bn_cnn, resnet18_bn
 from jgi.models.study import convnet3, study_cnn
 from jgi.models.vit import vit
 
@@ -34,6 +35,8 @@ MODELS: dict[str, Callable[..., Model]] = {
     "lenet": lenet,
     "mlp": mlp,
     "resnet18": resnet18,
+    "resnet18_bn": resnet18_bn,
+    "bn_cnn": bn_cnn,
     "study_cnn": study_cnn,
     "convnet3": convnet3,
     "vit": vit,
@@ -57,5 +60,6 @@ def get(name: str, **options: Any) -> Model:
     return factory(**options)
 
 
-__all__ = ["MODELS", "Model", "Noise", "Params", "cnn", "cnn6_model", "cnn6d", "convnet3", "get",
-           "imprinted", "lenet", "mlp", "no_noise", "resnet18", "study_cnn", "vit"]
+__all__ = ["MODELS", "Model", "Noise", "Params", "bn_cnn", "cnn", "cnn6_model", "cnn6d",
+           "convnet3", "get", "imprinted", "lenet", "mlp", "no_noise", "resnet18", "resnet18_bn",
+           "study_cnn", "vit"]
