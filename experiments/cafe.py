@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, figures, metrics, results
+from jgi import data, figures, metrics, report, results
 from jgi.attacks import cafe
 
 
@@ -92,6 +92,7 @@ def main(argv=None) -> int:
                                           f"{args.iterations} iterations", max_images=32)
     text = table(results.read_rows(path))
     (workdir / "table.md").write_text(text + "\n")
+    report.write_report_safely(workdir, "rows.jsonl")
     print(text)
     return 0
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, models, results
+from jgi import data, models, report, results
 from jgi.attacks import dmgan
 
 SETTINGS = ("victim", "no_victim")
@@ -149,6 +149,7 @@ def main(argv=None) -> int:
               f"{r['model_acc']:.3f} | {r['scorer_acc']:.3f} |" for r in rows]
     text = "\n".join(lines)
     (workdir / "table.md").write_text(text + "\n")
+    report.write_report_safely(workdir, "rows.jsonl")
     print(text)
     return 0
 

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.multistep import matched_scores
-from jgi import data, fl, models, results
+from jgi import data, fl, models, report, results
 from jgi.attacks import dlf, fedavg_update, ig, label_counts, multistep
 from jgi.fl import federation
 
@@ -302,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if plot_curves(rows, grid[0], out / "ssim_curves.png"):
         print(f"# curves: {out / 'ssim_curves.png'}")
+    report.write_report_safely(out)  # again, with the table and the curves
     return 0
 
 

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, fl, metrics, models, results
+from jgi import data, fl, metrics, models, report, results
 from jgi.attacks import ggl, ig
 from jgi.attacks.labels import idlg_labels
 from jgi.models import generator as gen
@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           else None)]
     text = table(rows, attacks)
     results.write_text(workdir / "table.md", text)
+    report.write_report_safely(workdir)
     print(text)
     return 0
 

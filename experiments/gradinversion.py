@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, figures, metrics, results
+from jgi import data, figures, metrics, report, results
 from jgi.attacks import gradinversion as gi
 from jgi.fl.client import client_update
 from jgi.models import resnet_bn
@@ -162,6 +162,7 @@ def main(argv=None) -> int:
     rows = results.read_rows(path)
     text = table(rows)
     (workdir / "table.md").write_text(text + "\n")
+    report.write_report_safely(workdir, "rows.jsonl")
     print(text)
     return 0
 

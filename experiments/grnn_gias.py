@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jgi import data, metrics, models
+from jgi import data, metrics, models, report
 from jgi.attacks import gias, grnn, runner
 from jgi.attacks.distances import cosine_distance
 from jgi.attacks.regularizers import total_variation
@@ -302,6 +302,7 @@ def main(argv=None) -> int:
         run_grnn(args, out)
     if attacks & {"gias", "ig"}:
         run_gias(args, out)
+    report.write_report_safely(out, "rows.jsonl")
     return 0
 
 
