@@ -49,7 +49,7 @@ import numpy as np
 
 from experiments.multistep import matched_scores
 from jgi import data, fl, models, report, results
-from jgi.attacks import dlf, fedavg_update, ig, label_counts, multistep
+from jgi.attacks import dlf, fedavg_update, ig, multistep
 from jgi.fl import federation
 
 IDENTITY_KEYS = ("experiment", "dataset", "model", "train_cap", "clients", "batch", "epochs",
@@ -131,15 +131,9 @@ def run_setting(model, dataset, setting: Setting, attacks, args, attack_config, 
     obs = multistep.stack_observations([obs])
     y = jnp.asarray(y)[None]
     originals = np.clip(data.denormalize(np.asarray(x), info), 0, 1)
-    true_counts = label_counts.counts_of(y[0], info.num_classes)[None]
-    if args.labels == "true":
-        counts = true_counts
-    else:
-        counts = label_counts.infer_counts_victims("dimitrov", obs, model,
-                                                   key=jax.random.fold_in(key, 2),
-                                                   input_shape=shape)
-    sorted_labels = jax.vmap(lambda c: label_counts.labels_from_counts(c, n))(counts)
-    count_err = float(jnp.mean(label_counts.count_error(counts, true_counts)))
+    sorted_labels, count_err = fedavg_update.attack_labels(
+        args.labels, model, obs, y, jax.random.fold_in(key, 2),
+        num_classes=info.num_classes, input_shape=shape)
     for name in attacks:
         t0 = time.perf_counter()
         recs = fedavg_update.reconstruct(name, model, obs, sorted_labels,

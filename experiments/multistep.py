@@ -39,7 +39,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from jgi import data, fl, metrics, models
-from jgi.attacks import dlf, fedavg_update, ig, label_counts
+from jgi.attacks import dlf, fedavg_update, ig
 
 ATTACKS = fedavg_update.ATTACKS
 
@@ -109,15 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     updates = jax.jit(jax.vmap(lambda xi, yi, k: fl.observe(
         model, params, xi, yi, k, local=local).update))(x, y, client_keys)
     obs = fl.Observation(update=updates, params=params, local=local, num_samples=n)
-    true_counts = jax.vmap(lambda t: label_counts.counts_of(t, 10))(y)
-    if args.labels == "true":
-        counts = true_counts
-    else:
-        counts = label_counts.infer_counts_victims("dimitrov", obs, model,
-                                                   key=jax.random.fold_in(key, 2),
-                                                   input_shape=shape)
-    sorted_labels = jax.vmap(lambda c: label_counts.labels_from_counts(c, n))(counts)
-    count_err = float(jnp.mean(label_counts.count_error(counts, true_counts)))
+    sorted_labels, count_err = fedavg_update.attack_labels(
+        args.labels, model, obs, y, jax.random.fold_in(key, 2), num_classes=info.num_classes,
+        input_shape=shape)
     bounds = data.input_bounds(info)
     print(f"# {dataset.describe()}\n# model {args.model}; {v} clients x {n} images, "
           f"B={args.batch}, E={args.epochs} ({local.num_steps(n)} SGD steps, lr {args.lr}); "

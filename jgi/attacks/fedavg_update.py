@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi.attacks import dlf, multistep
+from jgi.attacks import dlf, label_counts, multistep
 from jgi.attacks.ig import IGConfig
 from jgi.fl.observation import Observation
 from jgi.models.interface import Model
@@ -65,6 +65,39 @@ def check_attacks(names) -> tuple[str, ...]:
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
     return names
+
+
+LABEL_SOURCES = ("true", "dimitrov")
+
+
+def attack_labels(source: str, model: Model, observation: Observation, labels: jax.Array,
+                  key: jax.Array, *, num_classes: int,
+                  input_shape: tuple[int, int, int]) -> tuple[jax.Array, float]:
+    """The label multiset every attack is given, sorted by class, and its count error.
+
+    Args:
+      source: ``"true"`` (the clients' own labels) or ``"dimitrov"`` (counts inferred
+        by Dimitrov et al.'s interpolation between W_0 and W_T).
+      model, observation: the attacked model and the victims' observations.
+      labels: (V, n) the clients' true labels (for ``"true"`` and the count error).
+      key: PRNG key of the inference's dummy inputs.
+      num_classes, input_shape: the data's.
+
+    Returns:
+      ((V, n) sorted labels, mean count error over victims; 0 for ``"true"``).
+    """
+    if source not in LABEL_SOURCES:
+        raise ValueError(f"unknown label source {source!r}; valid: {', '.join(LABEL_SOURCES)}")
+    n = observation.num_samples
+    true_counts = jax.vmap(lambda t: label_counts.counts_of(t, num_classes))(
+        jnp.asarray(labels))
+    if source == "true":
+        counts = true_counts
+    else:
+        counts = label_counts.infer_counts_victims("dimitrov", observation, model, key=key,
+                                                   input_shape=input_shape)
+    sorted_labels = jax.vmap(lambda c: label_counts.labels_from_counts(c, n))(counts)
+    return sorted_labels, float(jnp.mean(label_counts.count_error(counts, true_counts)))
 
 
 def reconstruct(name: str, model: Model, observation: Observation, sorted_labels: jax.Array,
@@ -118,4 +151,5 @@ def reconstruct(name: str, model: Model, observation: Observation, sorted_labels
     return np.asarray(result.best["x"])
 
 
-__all__ = ["ATTACKS", "UpdateAttackConfig", "check_attacks", "reconstruct"]
+__all__ = ["ATTACKS", "LABEL_SOURCES", "UpdateAttackConfig", "attack_labels", "check_attacks",
+           "reconstruct"]
