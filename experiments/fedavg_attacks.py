@@ -47,8 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.multistep import matched_scores
-from jgi import data, fl, models, report, results
+from jgi import data, fl, metrics, models, report, results
 from jgi.attacks import dlf, fedavg_update, ig, multistep
 from jgi.fl import federation
 
@@ -140,7 +139,7 @@ def run_setting(model, dataset, setting: Setting, attacks, args, attack_config, 
                                          jax.random.fold_in(key, 3), attack_config,
                                          input_shape=shape, bounds=data.input_bounds(info))
         recs = np.clip(data.denormalize(recs[0], info), 0, 1)
-        ssim, psnr = matched_scores(originals, recs)
+        ssim, psnr = metrics.matched_ssim_psnr(originals, recs)
         row = {**identity_of(setting, name), "num_samples": n,
                "local_steps": obs.local.num_steps(n), "dummies": int(recs.shape[0]),
                "ssim_mean": float(ssim.mean()), "ssim_std": float(ssim.std()),

@@ -48,7 +48,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from jgi import data, defenses, figures, fl, metrics, models, results
 from jgi.attacks import ATTACKS, STOP_REASONS, ig, mimic, multistep, runner
@@ -203,12 +202,9 @@ def federation(args, spec, x, y, params, folder: Path) -> fw.FederationResult:
 
 def matched(originals: np.ndarray, recon: np.ndarray) -> np.ndarray:
     """``recon`` reordered to the originals by the best one-to-one assignment of SSIM."""
-    n = len(originals)
-    if n == 1:
+    if len(originals) == 1:
         return recon
-    scores = np.stack([metrics.ssim(originals, np.repeat(recon[j:j + 1], n, axis=0))
-                       for j in range(n)], axis=1)  # [original, reconstruction]
-    rows, cols = linear_sum_assignment(-scores)
+    rows, cols, _ = metrics.match_by_ssim(originals, recon)
     return recon[cols[np.argsort(rows)]]
 
 

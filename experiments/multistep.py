@@ -36,24 +36,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from jgi import data, fl, metrics, models
 from jgi.attacks import dlf, fedavg_update, ig
 
 ATTACKS = fedavg_update.ATTACKS
-
-
-def matched_scores(originals: np.ndarray, reconstructions: np.ndarray):
-    """SSIM and PSNR of the best one-to-one matching of ``m`` reconstructions to ``n``
-    images (``min(n, m)`` pairs: with fewer dummies than images, each reconstruction is
-    scored against the image it resembles most among those not taken)."""
-    n, m = originals.shape[0], reconstructions.shape[0]
-    a = np.repeat(originals, m, 0)
-    b = np.tile(reconstructions, (n, 1, 1, 1))
-    s = metrics.ssim(a, b).reshape(n, m)
-    rows, cols = linear_sum_assignment(-s)
-    return s[rows, cols], metrics.psnr(originals[rows], reconstructions[cols])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          attack_config, input_shape=shape, bounds=bounds,
                                          client_labels=y, client_keys=client_keys)
         recs = np.clip(data.denormalize(recs, info), 0, 1)
-        scores = [matched_scores(originals[i], recs[i]) for i in range(v)]
+        scores = [metrics.matched_ssim_psnr(originals[i], recs[i]) for i in range(v)]
         ssim = np.concatenate([s for s, _ in scores])
         psnr = np.concatenate([p for _, p in scores])
         rows.append((name, float(ssim.mean()), float(ssim.std()), float(psnr.mean()),

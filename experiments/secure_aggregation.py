@@ -50,7 +50,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from scipy.optimize import linear_sum_assignment
 
 from jgi import data, metrics, models
 from jgi.attacks import ig, rtf, runner
@@ -96,11 +95,7 @@ def batch_problem(model, input_shape, batch: int, config: ig.IGConfig) -> runner
 
 def matched_ssim(originals: np.ndarray, recon: np.ndarray) -> np.ndarray:
     """Per-original SSIM under the best one-to-one matching of reconstructions."""
-    n = len(originals)
-    a = np.repeat(originals, n, axis=0)
-    b = np.tile(recon, (n, 1, 1, 1))
-    s = metrics.ssim(a, b).reshape(n, n)
-    rows, cols = linear_sum_assignment(-s)
+    rows, cols, s = metrics.match_by_ssim(originals, recon)
     return s[rows, cols]
 
 

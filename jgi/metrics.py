@@ -89,6 +89,36 @@ def mse(originals, reconstructions) -> np.ndarray:
     return np.asarray(dm_pix.mse(*_check(originals, reconstructions)))
 
 
+def match_by_ssim(originals, reconstructions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best one-to-one matching of reconstructions to originals by SSIM.
+
+    For attacks whose reconstructions come in no particular order (a client's whole
+    batch, a secure aggregate): the Hungarian assignment maximising the summed SSIM.
+
+    Args:
+      originals: (n, H, W, C) in [0, 1].
+      reconstructions: (m, H, W, C) in [0, 1].
+
+    Returns:
+      ``(rows, cols, s)``: ``min(n, m)`` matched pairs (original ``rows[k]`` with
+      reconstruction ``cols[k]``, rows ascending) and the (n, m) SSIM matrix.
+    """
+    from scipy.optimize import linear_sum_assignment  # slow to import; only here
+
+    originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
+    n, m = originals.shape[0], reconstructions.shape[0]
+    s = ssim(np.repeat(originals, m, 0), np.tile(reconstructions, (n, 1, 1, 1))).reshape(n, m)
+    rows, cols = linear_sum_assignment(-s)
+    return rows, cols, s
+
+
+def matched_ssim_psnr(originals, reconstructions) -> tuple[np.ndarray, np.ndarray]:
+    """SSIM and PSNR of the matched pairs of :func:`match_by_ssim` (``min(n, m)`` each)."""
+    rows, cols, s = match_by_ssim(originals, reconstructions)
+    return s[rows, cols], psnr(np.asarray(originals)[rows],
+                               np.asarray(reconstructions)[cols])
+
+
 def psnr(originals, reconstructions) -> np.ndarray:
     """Per-image PSNR in dB (N,) for data range 1 (inf for identical images)."""
     return np.asarray(dm_pix.psnr(*_check(originals, reconstructions)))

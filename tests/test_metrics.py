@@ -103,3 +103,15 @@ def test_authors_ssim_min_max_scales_each_image_over_all_channels():
     assert np.isfinite(flat[0]) and flat[0] < 0.5
     with pytest.raises(ValueError, match="both mean and std"):
         metrics.ssim_authors(x, x, mean=[0.1])
+
+
+def test_match_by_ssim_undoes_a_shuffle_and_scores_only_min_n_m_pairs():
+    rng = np.random.default_rng(0)
+    originals = rng.uniform(size=(4, 16, 16, 1)).astype(np.float32)
+    perm = np.array([2, 0, 3, 1])
+    rows, cols, s = metrics.match_by_ssim(originals, originals[perm])
+    assert s.shape == (4, 4)
+    np.testing.assert_array_equal(perm[cols], rows)  # each original found its copy
+    ssim_pairs, psnr_pairs = metrics.matched_ssim_psnr(originals, originals[perm][:2])
+    assert ssim_pairs.shape == psnr_pairs.shape == (2,)  # 2 reconstructions: 2 pairs
+    np.testing.assert_allclose(ssim_pairs, 1.0, atol=1e-5)
