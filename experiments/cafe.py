@@ -59,14 +59,16 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ds = data.load("mnist", data_dir=args.data_dir)
-    path = workdir / "rows.jsonl"
-    done = {(r["n"], r["parties"], r["batch"], r.get("decay", 0.0))
-            for r in results.read_rows(path)}
+    store = results.KeyedRows(workdir / "rows.jsonl", report=False)
     vfl = cafe.VFLConfig(parties=args.parties, batch=args.batch, lr=args.lr,
                          num_classes=ds.info.num_classes)
     config = cafe.CAFEConfig(inner_steps=args.inner_steps, decay=args.decay)
     for n in (int(s) for s in args.sizes.split(",")):
-        if (n, args.parties, args.batch, args.decay) in done:
+        ident = {"n": n, "parties": args.parties, "batch": args.batch, "lr": args.lr,
+                 "iterations": args.iterations, "every": args.every,
+                 "victims": args.victims, "inner_steps": args.inner_steps,
+                 "decay": args.decay, "seed": args.seed}
+        if store.done(ident):
             continue
         x = ds.x_train[:n * args.victims].reshape(args.victims, n, *ds.info.image_shape)
         y = ds.y_train[:n * args.victims].reshape(args.victims, n)
@@ -84,13 +86,13 @@ def main(argv=None) -> int:
                    "decay": args.decay,
                    "ssim": float(np.mean(s)), "psnr": float(np.mean(metrics.psnr(o, r))),
                    "seconds": round(seconds, 1)}
-            results.append_row(path, row, report=False)
+            store.add(ident, row)
             print(table([row]).splitlines()[-1], flush=True)
         figures.reconstruction_grid(x[0][:32], np.asarray(snaps[-1, 0])[:32], s[:32],
                                     workdir / f"cafe_N{n}_decay{args.decay}.png",
                                     title=f"CAFE, N={n}, {args.parties} parties, "
                                           f"{args.iterations} iterations", max_images=32)
-    text = table(results.read_rows(path))
+    text = table(store.rows())
     (workdir / "table.md").write_text(text + "\n")
     report.write_report_safely(workdir, "rows.jsonl")
     print(text)

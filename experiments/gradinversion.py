@@ -146,20 +146,20 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ds = data.load("cifar10", data_dir=args.data_dir)
-    path = workdir / "rows.jsonl"
-    done = {(r["model"], r["batch"], r["method"], r["iters"], r["groups"])
-            for r in results.read_rows(path)} if path.exists() else set()
+    store = results.KeyedRows(workdir / "rows.jsonl", report=False)
     cache: dict = {}
     for model_name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             for method in args.methods.split(","):
                 groups = method_config(method, args.iters, args.groups).num_groups
-                if (model_name, batch, method, args.iters, groups) in done:
+                ident = {"model": model_name, "batch": batch, "method": method,
+                         "iters": args.iters, "groups": groups, "victims": args.victims,
+                         "stat_batches": args.stat_batches, "seed": args.seed}
+                if store.done(ident):
                     continue
-                row = run_one(model_name, batch, method, args, ds, cache)
-                results.append_row(path, row, report=False)
+                row = store.add(ident, run_one(model_name, batch, method, args, ds, cache))
                 print(table([row]).splitlines()[-1], flush=True)
-    rows = results.read_rows(path)
+    rows = store.rows()
     text = table(rows)
     (workdir / "table.md").write_text(text + "\n")
     report.write_report_safely(workdir, "rows.jsonl")

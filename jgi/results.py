@@ -97,6 +97,58 @@ def append_row(path: str | os.PathLike, row: dict[str, Any], *, report: bool = T
         run_report.write_report_safely(path.parent, path.name)
 
 
+class KeyedRows:
+    """An experiment's rows file, keyed by everything that determines a run's result.
+
+    The resumable-experiment pattern in one place: a run is identified by an
+    ``identity`` dict (every setting that changes its result: model, data, sizes,
+    iterations, seed, ...); :meth:`add` appends its row(s) with ``row_id`` =
+    :func:`row_id` of that identity, and a rerun asks :meth:`done` before repeating
+    the work. A run may write several rows (one per snapshot or method) under one
+    identity; it counts as done once any of them is on disk, since every row is
+    appended atomically after the run finished. Rows without a ``row_id`` (written by
+    older code) are kept and listed but never count as done, so their runs repeat
+    rather than being matched on a partial key.
+
+        store = results.KeyedRows(workdir / "rows.jsonl")
+        for n in sizes:
+            ident = {"n": n, "iterations": args.iterations, "seed": args.seed}
+            if store.done(ident):
+                continue
+            store.add(ident, {"n": n, "ssim": run(n)})
+        print(table(store.rows()))
+    """
+
+    def __init__(self, path: str | os.PathLike, *, report: bool = True):
+        self.path = Path(path)
+        self.report = report
+        self._ids = {r["row_id"] for r in read_rows(self.path) if r.get("row_id")}
+
+    def done(self, identity: dict[str, Any]) -> bool:
+        """Whether a run with exactly this identity already wrote its row(s)."""
+        return row_id(identity) in self._ids
+
+    def add(self, identity: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        """Appends ``row`` (atomically) tagged with the identity's ``row_id``; returns it.
+
+        Raises:
+          ValueError: ``row`` already carries a different ``row_id``.
+        """
+        rid = row_id(identity)
+        if row.get("row_id", rid) != rid:
+            raise ValueError(f"row carries row_id {row['row_id']!r} but its identity "
+                             f"hashes to {rid!r}; drop the row's own row_id or pass the "
+                             "identity it was made from.")
+        row = {**row, "row_id": rid}
+        append_row(self.path, row, report=self.report)
+        self._ids.add(rid)
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row in the file, in the order written (older id-less rows included)."""
+        return read_rows(self.path)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes a text file atomically (tables, summaries)."""
     _atomic_write(Path(path), text)
