@@ -57,11 +57,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jgi.attacks import analytic, lbfgs, runner
-from jgi.fl.client import client_update
+from jgi.fl.client import client_loss, client_update
 from jgi.models.interface import Model, Params
 
 INITS = ("normal", "uniform", "analytic")
 REDUCTIONS = ("mean", "sum")
+GRADIENT_MODES = ("jvp", "double-reverse")
 
 # Section 4 of the paper: resolution -> (alpha_g, alpha_tv, alpha_norm).
 PAPER_WEIGHTS = {512: (1.0, 1.5e-8, 1e-10), 1024: (1.0, 1.7e-8, 1e-10),
@@ -105,6 +106,10 @@ class HighResConfig:
       lr, history_size, inner_iters, tolerance_grad, tolerance_change,
         max_linesearch_steps: as :class:`jgi.attacks.dlg.DLGConfig`.
       init: "normal", "uniform" or "analytic" (see the module docstring).
+      gradient_mode: how the gradient term's derivative in the image is computed (the
+        same function up to float rounding; :func:`gradient_term`): "jvp" (reverse over
+        a parameter-space JVP, ~2x faster on CPU) or "double-reverse" (plain autodiff
+        of the gradient distance, reverse over reverse).
       restart_on_nan: restart from the best point with a fresh L-BFGS on a NaN.
       stop_patience: stop after this many steps without a new best (None: never).
       chunk_size: steps per compiled chunk.
@@ -123,6 +128,7 @@ class HighResConfig:
     tolerance_change: float = 1e-9
     max_linesearch_steps: int = 15
     init: str = "normal"
+    gradient_mode: str = "jvp"
     restart_on_nan: bool = True
     stop_patience: int | None = None
     chunk_size: int = 10
@@ -134,6 +140,9 @@ class HighResConfig:
         if self.init not in INITS:
             raise ValueError(f"HighResConfig: unknown init {self.init!r}; valid: "
                              f"{', '.join(INITS)}.")
+        if self.gradient_mode not in GRADIENT_MODES:
+            raise ValueError(f"HighResConfig: unknown gradient_mode {self.gradient_mode!r}; "
+                             f"valid: {', '.join(GRADIENT_MODES)}.")
         if self.gradient_reduction not in REDUCTIONS:
             raise ValueError(f"HighResConfig: unknown gradient_reduction "
                              f"{self.gradient_reduction!r}; valid: {', '.join(REDUCTIONS)}.")
@@ -207,12 +216,76 @@ def gradient_distance(update: Any, target: Any, reduction: str = "mean") -> jax.
     return sq / a.size if reduction == "mean" else sq
 
 
+def _jvp_gradient_term(model: Model, reduction: str):
+    """The gradient distance with its image derivative as reverse over a parameter JVP.
+
+    With ``u(x) = dL(theta, x)/dtheta`` and ``r = u(x) - target``, the derivative of
+    ``s * |r|^2`` (``s`` = 1, or 1 / entries for "mean") in ``x`` is
+    ``2 s (du/dx)^T r = 2 s d/dx [dL(theta + t r, x)/dt at t = 0]`` with ``r`` held fixed:
+    one forward-mode derivative along ``r`` in parameter space, then one reverse pass in
+    ``x``, instead of reverse-mode through the reverse pass that computed ``u``. Same
+    value; the same derivative up to float rounding (``tests/attacks/test_highres.py``).
+    """
+
+    def pieces(x, params, target, label):
+        def loss(p, xx):
+            return client_loss(model, p, xx, label, {})
+
+        update = jax.grad(loss)(params, x)
+        r, _ = ravel_pytree(jax.tree.map(lambda a, b: a - b, update, target))
+        scale = 1.0 / r.size if reduction == "mean" else 1.0
+        value = scale * jnp.sum(r * r)
+        direction = jax.lax.stop_gradient(jax.tree.map(lambda a, b: a - b, update, target))
+        along = jax.grad(lambda xx: jax.jvp(lambda p: loss(p, xx), (params,),
+                                            (direction,))[1])(x)
+        return value, (2.0 * scale) * along
+
+    @jax.custom_vjp
+    def term(x, params, target, label):
+        return pieces(x, params, target, label)[0]
+
+    def fwd(x, params, target, label):
+        value, dx = pieces(x, params, target, label)
+        return value, (dx, params, target, label)
+
+    def bwd(res, cotangent):
+        dx, params, target, label = res
+        zeros = jax.tree.map(jnp.zeros_like, (params, target))
+        label_ct = np.zeros(label.shape, jax.dtypes.float0) \
+            if not jnp.issubdtype(label.dtype, jnp.floating) else jnp.zeros_like(label)
+        return (cotangent * dx, *zeros, label_ct)
+
+    term.defvjp(fwd, bwd)
+    return term
+
+
+def gradient_term(model: Model, params: Params, x: jax.Array, label: jax.Array, target: Any,
+                  reduction: str = "mean", mode: str = "jvp") -> jax.Array:
+    """The gradient distance at a dummy ``x`` (B,H,W,C), differentiable in ``x``.
+
+    ``mode="double-reverse"``: :func:`gradient_distance` of ``client_update`` (autodiff
+    differentiates through the reverse pass: reverse over reverse). ``mode="jvp"``: the
+    same value, with a custom derivative (:func:`_jvp_gradient_term`; only ``x`` gets a
+    non-zero cotangent, the parameters, target and label are constants of the attack).
+    Measured on CPU (``benchmarks/highres_throughput.py``, docs/results/highres.md):
+    "jvp" with ``lenet(..., conv_impl="lax")`` is the fastest combination.
+    """
+    if mode == "double-reverse":
+        return gradient_distance(client_update(model, params, x, label), target, reduction)
+    if mode != "jvp":
+        raise ValueError(f"gradient_term: unknown mode {mode!r}; valid: "
+                         f"{', '.join(GRADIENT_MODES)}.")
+    return _jvp_gradient_term(model, reduction)(x, params, target, label)
+
+
 def loss_terms(model: Model, params: Params, x: jax.Array, label: jax.Array, target: Any,
-               reduction: str = "mean") -> dict[str, jax.Array]:
-    """The three unweighted terms ``{"gradient", "tv", "norm"}`` at a dummy ``x`` (B,H,W,C)."""
-    update = client_update(model, params, x, label)
-    return {"gradient": gradient_distance(update, target, reduction), "tv": squared_tv(x),
-            "norm": six_norm(x)}
+               reduction: str = "mean", mode: str = "double-reverse") -> dict[str, jax.Array]:
+    """The three unweighted terms ``{"gradient", "tv", "norm"}`` at a dummy ``x`` (B,H,W,C).
+
+    ``mode``: how the gradient term is differentiated (:func:`gradient_term`).
+    """
+    return {"gradient": gradient_term(model, params, x, label, target, reduction, mode),
+            "tv": squared_tv(x), "norm": six_norm(x)}
 
 
 def total_loss(config: HighResConfig, terms: dict[str, jax.Array]) -> jax.Array:
@@ -285,7 +358,7 @@ def problem(model: Model, input_shape: tuple[int, int, int],
     def objective(candidate, victim, context, key):
         del key
         terms = loss_terms(model, context["params"], candidate["x"], victim["label"],
-                           victim["target"], config.gradient_reduction)
+                           victim["target"], config.gradient_reduction, config.gradient_mode)
         return total_loss(config, terms), terms
 
     def project(candidate, victim, context):
@@ -351,8 +424,8 @@ def reconstruct(model: Model, params: Params, updates: Any, labels: jax.Array,
                          features=np.asarray(features), attack=result)
 
 
-__all__ = ["DLG_GRADIENT_WEIGHT", "HighResConfig", "HighResResult", "INITS", "PAPER_FIG5_AT_1E2",
-           "PAPER_TABLE_I", "PAPER_TABLE_II", "PAPER_WEIGHTS", "REDUCTIONS", "analytic_features",
-           "dlg_baseline", "feature_shape_of", "features_to_image", "for_resolution",
-           "gradient_distance", "loss_terms", "paper_weights", "problem", "reconstruct",
-           "six_norm", "squared_tv", "total_loss"]
+__all__ = ["DLG_GRADIENT_WEIGHT", "GRADIENT_MODES", "HighResConfig", "HighResResult", "INITS",
+           "PAPER_FIG5_AT_1E2", "PAPER_TABLE_I", "PAPER_TABLE_II", "PAPER_WEIGHTS", "REDUCTIONS",
+           "analytic_features", "dlg_baseline", "feature_shape_of", "features_to_image",
+           "for_resolution", "gradient_distance", "gradient_term", "loss_terms", "paper_weights",
+           "problem", "reconstruct", "six_norm", "squared_tv", "total_loss"]
