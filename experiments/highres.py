@@ -49,6 +49,7 @@ from jgi.attacks import highres, lbfgs
 from jgi.data import DataError
 from jgi.data import highres as images
 from jgi.fl.client import client_update
+from jgi.models.layers import CONV_IMPLS
 from jgi.models.lenet import ACTIVATIONS, HEALTH_OPTIONS, lenet
 
 METHODS = ("paper", "dlg-baseline")
@@ -70,6 +71,10 @@ class SweepConfig:
       init: the dummy's initialisation ("normal", "uniform", "analytic").
       noise_variances: Gaussian noise variances added to the gradient (0: none).
       seed: model initialisation (key seed) and dummy (key seed + 1).
+      conv_impl: the LeNet's convolution formulation ("lax", fastest here, or "patches";
+        the same function).
+      gradient_mode: the gradient term's derivative ("jvp", fastest, or
+        "double-reverse"; :func:`jgi.attacks.highres.gradient_term`).
       data_dir: where PneumoniaMNIST's file is (None: ``JGI_DATA_DIR``).
     """
 
@@ -82,6 +87,8 @@ class SweepConfig:
     init: str = "normal"
     noise_variances: tuple[float, ...] = (0.0,)
     seed: int = 0
+    conv_impl: str = "lax"
+    gradient_mode: str = "jvp"
     data_dir: str | None = None
 
     def __post_init__(self):
@@ -100,6 +107,12 @@ class SweepConfig:
         if self.init not in highres.INITS:
             raise ValueError(f"init must be one of {', '.join(highres.INITS)}, got "
                              f"{self.init!r}.")
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {', '.join(CONV_IMPLS)}, got "
+                             f"{self.conv_impl!r}.")
+        if self.gradient_mode not in highres.GRADIENT_MODES:
+            raise ValueError(f"gradient_mode must be one of {', '.join(highres.GRADIENT_MODES)}"
+                             f", got {self.gradient_mode!r}.")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
         if not self.images:
@@ -111,7 +124,7 @@ class SweepConfig:
 
 def attack_config(method: str, side: int, sweep: SweepConfig) -> highres.HighResConfig:
     common = {"max_iters": sweep.steps, "lbfgs": sweep.lbfgs, "init": sweep.init,
-              "chunk_size": min(10, sweep.steps)}
+              "chunk_size": min(10, sweep.steps), "gradient_mode": sweep.gradient_mode}
     if method == "paper":
         return highres.for_resolution(side, **common)
     return highres.dlg_baseline(**common)
@@ -133,11 +146,11 @@ def peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"
 
 
-def run_row(ident: dict, sweep: SweepConfig, out: Path) -> dict:
+def run_row(ident: dict, sweep: SweepConfig, out: Path, progress: bool = False) -> dict:
     side, method = ident["resolution"], ident["method"]
     shape = (side, side, 3)
     src = images.load_image(ident["image"], side, data_dir=sweep.data_dir)
-    model = lenet(**HEALTH_OPTIONS, activation=sweep.activation)
+    model = lenet(**HEALTH_OPTIONS, activation=sweep.activation, conv_impl=sweep.conv_impl)
     params = jax.jit(model.init, static_argnums=1)(jax.random.key(sweep.seed), shape)
     x = jnp.asarray(src.image)[None]
     y = jnp.asarray([src.label % 2], jnp.int32)
@@ -150,7 +163,8 @@ def run_row(ident: dict, sweep: SweepConfig, out: Path) -> dict:
                                          for a, k in zip(leaves, keys, strict=True)])
     config = attack_config(method, side, sweep)
     result = highres.reconstruct(model, params, grad, y, jax.random.key(sweep.seed + 1),
-                                 config, input_shape=shape)
+                                 config, input_shape=shape,
+                                 progress=f"{side}^2 {method}" if progress else False)
     rec = result.images[:, 0]
     logits, _ = jax.jit(model.forward)(params, x, {})
     dense = params[model.classifier]
@@ -171,7 +185,8 @@ def run_row(ident: dict, sweep: SweepConfig, out: Path) -> dict:
             "native_shape": list(src.native_shape), "upsampled": src.upsampled,
             "analytic_logit_error": analytic_err,
             "weights": [config.alpha_g, config.alpha_tv, config.alpha_norm],
-            "device": jax.devices()[0].device_kind, "grid": grid.name}
+            "device": jax.devices()[0].device_kind, "grid": grid.name,
+            "conv_impl": sweep.conv_impl, "gradient_mode": sweep.gradient_mode}
 
 
 def _image_cell(r: dict) -> str:
@@ -259,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--init", default="normal")
     ap.add_argument("--noise-variances", default="0")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--conv-impl", default="lax")
+    ap.add_argument("--gradient-mode", default="jvp")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--progress", action="store_true", help="a progress bar per row (stderr)")
     args = ap.parse_args(argv)
     try:
         sweep = SweepConfig(
@@ -268,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             images=tuple(v for v in args.images.split(",") if v), steps=args.steps,
             lbfgs=args.lbfgs, activation=args.activation, init=args.init,
             noise_variances=_floats(args.noise_variances), seed=args.seed,
-            data_dir=args.data_dir)
+            conv_impl=args.conv_impl, gradient_mode=args.gradient_mode, data_dir=args.data_dir)
     except ValueError as e:
         print(f"error: {e}")
         return 2
@@ -288,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             print(f"{label}: row already in {rows_path}, skipped")
                             continue
                         try:
-                            row = run_row(ident, sweep, out)
+                            row = run_row(ident, sweep, out, args.progress)
                         except DataError as e:
                             print(f"error: {e}")
                             return 2

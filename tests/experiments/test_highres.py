@@ -6,9 +6,10 @@ from jgi.attacks import highres as attack
 from jgi.attacks import runner
 
 
-def _fake_reconstruct(model, params, grad, labels, key, config, *, input_shape):
+def _fake_reconstruct(model, params, grad, labels, key, config, *, input_shape,
+                      progress=False):
     """The attack's result shape without its compilation (~6 s; tests/attacks runs it)."""
-    del labels, key
+    del labels, key, progress
     images = np.full((1, 1, *input_shape), 0.5, np.float32)
     result = runner.AttackResult(best={"x": images}, best_loss=np.zeros(1),
                                  iterations=np.array([config.max_iters]),
@@ -35,6 +36,7 @@ def test_cli_writes_rows_tables_and_resumes(tmp_path, capsys, monkeypatch):
     rows = results.read_rows(out / "results.jsonl")
     assert len(rows) == 1 and all(r["iterations"] == 1 and r["upsampled"] for r in rows)
     assert rows[0]["variables"] == 16 * 16 * 3 and rows[0]["weights"] == [1.0, 1.5e-8, 1e-10]
+    assert (rows[0]["conv_impl"], rows[0]["gradient_mode"]) == ("lax", "jvp")  # the fast ones
     # Noise of variance 1e-2 on dW/db breaks the analytic step (exact without noise:
     # tests/attacks/test_highres.py); measured logit error 0.26.
     assert rows[0]["analytic_logit_error"] > 1e-2
@@ -53,3 +55,5 @@ def test_cli_refuses_bad_settings(tmp_path, capsys):
     assert highres.main([f"--images=folder:{tmp_path / 'none'}", "--resolutions=16",
                          f"--out={tmp_path}"]) == 2
     assert "does not exist" in capsys.readouterr().out
+    assert highres.main(["--conv-impl=fft", f"--out={tmp_path}"]) == 2
+    assert "conv_impl must be one of patches, lax, got 'fft'" in capsys.readouterr().out
