@@ -24,10 +24,13 @@ Implementations (``--impls``):
   convolutions, whose per-victim weight gradients XLA lowers to grouped convolutions.
 - ``jgi-loop``: the same compiled chunk for one victim, called once per victim from
   Python (one victim at a time, as most attack code runs).
-- ``torch-sequential`` and ``torch-func-vmap`` (IG on the CNN; skipped with a note when
-  PyTorch is not importable): see ``benchmarks/torch_reference.py``. They run on the same
-  parameters, targets and initial images as jgi, and their first losses and gradients
-  are checked against jgi's before timing.
+- ``torch-sequential``, ``torch-func-vmap`` and ``torch-func-vmap-compile`` (IG on the
+  CNN; skipped with a note when PyTorch is not importable): see
+  ``benchmarks/torch_reference.py``. They run on the same parameters, targets and
+  initial images as jgi, and their first losses and gradients are checked against
+  jgi's before timing; the compiled one also against the uncompiled ``torch.func``
+  function (``compiled_vs_eager_max_abs``: loss, image gradient). The compiled one is
+  not in the default ``--impls``: inductor takes minutes per victim count on 2 cores.
 
 PyTorch gets its best thread count: each of ``--torch-threads`` (default 1 and all cores)
 is tried for one step and the fastest is timed (``torch_threads`` in the record). On a
@@ -90,7 +93,7 @@ BENCH_MODELS = ("cnn", "resnet18", "vit")
 HEAVY_DEFAULT_VICTIMS = (1, 8)
 ATTACK_STACKS = {"ig": "none", "dia": "dropout", "vbia": "cvb", "cdia": "dropout,prune,cvb"}
 IMPLS = ("jgi-vmap", "jgi-loop", "jgi-vmap-plain", "jgi-vmap-untiled", "jgi-vmap-laxconv",
-         "torch-sequential", "torch-func-vmap")
+         "torch-sequential", "torch-func-vmap", "torch-func-vmap-compile")
 DEFAULT_IMPLS = ("jgi-vmap", "jgi-loop", "torch-sequential", "torch-func-vmap")
 
 
@@ -252,12 +255,19 @@ class JgiLoop:
 
 
 class TorchImpl:
-    """A PyTorch attack from ``torch_reference`` on the same data as ``setup``."""
+    """A PyTorch attack from ``torch_reference`` on the same data as ``setup``.
+
+    Built once; :meth:`set_threads` picks the intra-op thread count (the run tries each
+    of ``--torch-threads`` on the built object, so a compiled variant compiles once).
+    Its first losses and image gradients (at the shared initial images, before any
+    step) are kept in ``first`` for the check against jgi, and for the compiled variant
+    ``compiled_error`` (max |compiled - eager| of loss and gradient).
+    """
 
     memory_source = "rss"
 
     def __init__(self, impl: str, setup: Setup, iters: int, loop_victims: int,
-                 threads: int):
+                 threads: int, backend: str | None = None):
         self.threads = threads
         torch_reference.torch.set_num_threads(threads)
         sequential = impl == "torch-sequential"
@@ -267,15 +277,23 @@ class TorchImpl:
         n = self.victims_timed
         _reset_peak_rss()
         rss0 = _status_mb("VmRSS")
+        kwargs = {"backend": backend} if backend and impl in torch_reference.COMPILED_IMPLS \
+            else {}
         self.attack = torch_reference.build(
             impl, setup.params, _take(setup.updates, 0, n), _take(setup.state.candidate["x"],
                                                                    0, n),
-            setup.labels[:n], setup.shape, setup.tv_weight)
+            setup.labels[:n], setup.shape, setup.tv_weight, **kwargs)
+        self.compile_s = getattr(self.attack, "compile_s", None)
+        self.compiled_error = (self.attack.compiled_error()
+                               if impl in torch_reference.COMPILED_IMPLS else None)
+        self.first = torch_reference.attack_losses(self.attack)
         self.attack.step(1)  # warm-up
         peak = _status_mb("VmHWM")
         self.peak_memory_mb = None if rss0 is None or peak is None else peak - rss0
-        self.compile_s = None
         self.flops_per_victim_iter = float("nan")
+
+    def set_threads(self, threads: int) -> None:
+        self.threads = threads
 
     def __call__(self):
         torch_reference.torch.set_num_threads(self.threads)
@@ -283,7 +301,8 @@ class TorchImpl:
 
 
 def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
-              loop_victims: int, torch_threads: int | None = None):
+              loop_victims: int, torch_threads: int | None = None,
+              torch_backend: str | None = None):
     if impl == "jgi-vmap":
         return JgiVmap(setup_for(None), iters, loop_victims)
     if impl == "jgi-vmap-plain":
@@ -294,7 +313,8 @@ def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
         return JgiVmap(setup_for("lax"), iters, loop_victims)
     if impl == "jgi-loop":
         return JgiLoop(setup_for(None), iters, loop_victims)
-    return TorchImpl(impl, setup_for(None), iters, loop_victims, torch_threads)
+    return TorchImpl(impl, setup_for(None), iters, loop_victims, torch_threads,
+                     torch_backend)
 
 
 def skip_reason(impl: str, model_name: str, attack: str) -> str | None:
@@ -308,8 +328,15 @@ def skip_reason(impl: str, model_name: str, attack: str) -> str | None:
     return None
 
 
-def torch_check(setup: Setup) -> dict[str, float]:
-    """Max |jgi - PyTorch| of the first image gradients, on up to 4 victims."""
+def torch_check(setup: Setup, built: dict) -> dict[str, float]:
+    """Max |jgi - PyTorch| of the first image gradients, on up to 4 victims.
+
+    Each built PyTorch implementation's ``first`` (its loss and image gradient at the
+    shared initial images) is asserted equal to jgi's (``rtol`` 1e-4, as
+    :func:`torch_reference.check_against_jgi`).
+    """
+    import numpy as np  # pylint: disable=g-import-not-at-top
+
     n = min(setup.num_victims, 4)
     victims = _take(setup.victims, 0, n)
     x0 = _take(setup.state.candidate["x"], 0, n)
@@ -318,10 +345,16 @@ def torch_check(setup: Setup) -> dict[str, float]:
         return setup.problem.objective({"x": x}, victim, setup.context, jax.random.key(0))[0]
 
     losses, grads = jax.jit(jax.vmap(jax.value_and_grad(loss)))(x0, victims)
-    args = (setup.params, victims["target"], x0, victims["label"], setup.shape,
-            setup.tv_weight)
-    return {impl: torch_reference.check_against_jgi(losses, grads, impl, *args)
-            for impl in torch_reference.IMPLS}
+    losses, grads = np.asarray(losses), np.asarray(grads)
+    errors = {}
+    for (impl, _), b in built.items():
+        if not impl.startswith("torch-"):
+            continue
+        t_loss, t_grad = b.first[0][:n], b.first[1][:n]
+        np.testing.assert_allclose(t_loss, losses, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(t_grad, grads, rtol=1e-4, atol=1e-5)
+        errors[impl] = float(np.max(np.abs(t_grad - grads)))
+    return errors
 
 
 # ---------------------------------------------------------------------------- main
@@ -422,16 +455,26 @@ def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, n
                 built[(impl, None)] = make_impl(impl, setup_for, args.iters,
                                                 args.loop_victims)
                 continue
-            # PyTorch: keep the fastest of the thread counts (one calibration step each).
+            # PyTorch: built once, then the fastest of the thread counts (one
+            # calibration step each) is kept.
+            torch_impl = make_impl(impl, setup_for, args.iters, args.loop_victims,
+                                   args.torch_threads[0], args.torch_backend)
             best = None
             for threads in args.torch_threads:
-                candidate = make_impl(impl, setup_for, args.iters, args.loop_victims, threads)
+                torch_impl.set_threads(threads)
+                torch_reference.torch.set_num_threads(threads)
                 t = time.perf_counter()
-                candidate.attack.step(1)
+                torch_impl.attack.step(1)
                 seconds = time.perf_counter() - t
                 if best is None or seconds < best[0]:
-                    best = (seconds, threads, candidate)
-            built[(impl, best[1])] = best[2]
+                    best = (seconds, threads)
+            torch_impl.set_threads(best[1])
+            built[(impl, best[1])] = torch_impl
+            if torch_impl.compiled_error is not None:
+                note(f"{impl} {model_name}/{shape_name}/{num_victims} victims: compiled in "
+                     f"{torch_impl.compile_s:.0f} s; max |compiled - eager torch.func| loss "
+                     f"{torch_impl.compiled_error[0]:.2g}, image gradient "
+                     f"{torch_impl.compiled_error[1]:.2g}")
             if len(args.torch_threads) > 1:
                 note(f"{impl} {model_name}/{shape_name}/{num_victims} victims: fastest with "
                      f"{best[1]} thread(s) of {args.torch_threads}")
@@ -440,7 +483,7 @@ def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, n
     if not built:
         return []
     if any(i.startswith("torch-") for i, _ in built):
-        errors = torch_check(setup_for(None))
+        errors = torch_check(setup_for(None), built)
         note(f"{shape_name}: PyTorch vs jgi first image gradient, max abs difference: "
              + ", ".join(f"{k} {v:.2g}" for k, v in errors.items()))
     flops = next((b.flops_per_victim_iter for b in built.values()
@@ -474,6 +517,7 @@ def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, n
             "flops_per_victim_iter": f, "peak_flops": round(peak),
             "peak_fraction": round(f * vips / peak, 4) if f == f else None,
             "iters": args.iters, "repeats": args.repeats, "torch_threads": threads,
+            "compiled_vs_eager_max_abs": getattr(b, "compiled_error", None),
             "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
             "num_devices": len(jax.devices()), "load_avg_1m": round(os.getloadavg()[0], 2),
         })
@@ -483,9 +527,9 @@ def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, n
 def print_table(records, peak, out=sys.stdout):
     print(f"device {records[0]['device']} x{records[0]['num_devices']}, float32 matmul "
           f"peak {peak / 1e9:.1f} GFLOP/s (measured in this run)", file=out)
-    header = (f"{'model':8} {'shape':8} {'attack':6} {'vict':>4} {'impl':18} {'vict-it/s':>9} "
-              f"{'/torch-vmap':>11} {'/torch-seq':>10} {'compile s':>9} {'mem MB':>7} "
-              f"{'MFLOP/v-it':>10} {'peak %':>6}")
+    header = (f"{'model':8} {'shape':8} {'attack':6} {'vict':>4} {'impl':26} {'vict-it/s':>9} "
+              f"{'/torch-comp':>11} {'/torch-vmap':>11} {'/torch-seq':>10} {'/jgi-loop':>9} "
+              f"{'compile s':>9} {'mem MB':>7} {'MFLOP/v-it':>10} {'peak %':>6}")
     print(header, file=out)
     print("-" * len(header), file=out)
 
@@ -495,7 +539,8 @@ def print_table(records, peak, out=sys.stdout):
 
     for r in records:
         cols = []
-        for impl in ("torch-func-vmap", "torch-sequential"):
+        for impl in ("torch-func-vmap-compile", "torch-func-vmap", "torch-sequential",
+                     "jgi-loop"):
             q = ref(r, impl)
             cols.append(f"{r['victim_iters_per_s'] / q['victim_iters_per_s']:.2f}x" if q else "-")
         comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
@@ -503,9 +548,9 @@ def print_table(records, peak, out=sys.stdout):
         pf = "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}"
         name = r["impl"] + (f"/{r['torch_threads']}t" if r["torch_threads"] else "")
         print(f"{r['model']:8} {r['input_shape']:8} {r['attack']:6} {r['victims']:>4} "
-              f"{name:18} {r['victim_iters_per_s']:>9.1f} {cols[0]:>11} {cols[1]:>10} "
-              f"{comp:>9} {mem:>7} {r['flops_per_victim_iter'] / 1e6:>10.2f} {pf:>6}",
-              file=out)
+              f"{name:26} {r['victim_iters_per_s']:>9.1f} {cols[0]:>11} {cols[1]:>11} "
+              f"{cols[2]:>10} {cols[3]:>9} {comp:>9} {mem:>7} "
+              f"{r['flops_per_victim_iter'] / 1e6:>10.2f} {pf:>6}", file=out)
 
 
 def _csv(parser, value, valid, what):
@@ -532,6 +577,9 @@ def main(argv=None) -> None:
                         help="victims timed by the one-at-a-time implementations")
     parser.add_argument("--torch-threads", default=f"1,{os.cpu_count() or 1}",
                         help="PyTorch intra-op thread counts to try; the fastest is timed")
+    parser.add_argument("--torch-backend", default=None,
+                        help="torch.compile backend of torch-func-vmap-compile (default "
+                             "inductor; 'eager' only checks the capture, for tests)")
     parser.add_argument("--pause", type=float, default=0.3,
                         help="seconds of idle before each timed call")
     parser.add_argument("--fl-stacks", default="none;dp",
