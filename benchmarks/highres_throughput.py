@@ -24,7 +24,7 @@ image, from an N(0, 1) dummy. Side by side, interleaved, median of ``--repeats``
   default intra-op threads (reported).
 
 Every implementation's loss is checked against the plain one (the first of
-``--impls``; relative 1e-4) and its
+``--impls``; relative 1e-3, :data:`LOSS_RTOL`) and its
 image gradient is compared (the largest difference relative to the largest entry,
 reported). FLOP/s: the FLOPs of one evaluation from XLA's ``cost_analysis()`` of that
 compiled jgi function; the torch line is credited with the FLOPs of ``jgi
@@ -68,6 +68,9 @@ JGI_IMPLS = {"jgi patches/double-reverse": ("patches", "double-reverse"),
              "jgi patches/jvp": ("patches", "jvp"),
              "jgi lax/jvp": ("lax", "jvp")}
 TORCH_FLOPS_FROM = "jgi lax/double-reverse"
+# float32 sums over 10^5 gradient entries in different orders: torch's loss differed from
+# jgi's by 1.6e-4 relative at 256^2 (jgi's formulations among themselves: < 1e-6).
+LOSS_RTOL = 1e-3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import side_by_side  # noqa: E402  (benchmarks/timing.py)
@@ -180,12 +183,13 @@ def measure_objective(side: int, repeats: int, use_torch: bool, peak: float,
     rows = []
     for name, t in timed.items():
         loss, grad = t.result
-        if abs(loss - ref_loss) > 1e-4 * abs(ref_loss):
+        if abs(loss - ref_loss) > LOSS_RTOL * abs(ref_loss):
             raise AssertionError(f"{name}'s loss {loss} differs from {plain}'s {ref_loss} by "
-                                 f"more than 1e-4 relative at {side}^2.")
+                                 f"more than {LOSS_RTOL:g} relative at {side}^2.")
         rows.append({"impl": name, "resolution": side,
                      "variables": side * side * 3, "seconds": t.seconds,
                      "first_call_s": t.first_call_s, "loss": loss,
+                     "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss),
                      "grad_rel_diff": float(np.max(np.abs(grad - ref_grad))) / scale,
                      "gflop": flops[name] / 1e9, "gflops_per_s": flops[name] / t.seconds / 1e9,
                      "of_peak": flops[name] / t.seconds / peak,
@@ -198,12 +202,13 @@ def measure_objective(side: int, repeats: int, use_torch: bool, peak: float,
 def objective_table(rows: list[dict], peak: float, matmul: int) -> str:
     lines = [f"matmul peak (float32 jnp.dot, {matmul}^2): {peak / 1e9:.1f} GFLOP/s", "",
              "| side | impl | s per eval (median) | x plain | GFLOP/eval | GFLOP/s | of peak "
-             "| first call s | loss | grad rel. diff |", "|" + "---|" * 10]
+             "| first call s | loss | loss rel. diff | grad rel. diff |", "|" + "---|" * 11]
     for r in rows:
         lines.append(f"| {r['resolution']} | {r['impl']} | {r['seconds']:.3g} | "
                      f"{r['speedup_vs_plain']:.2f} | {r['gflop']:.3g} | "
                      f"{r['gflops_per_s']:.3g} | {r['of_peak']:.1%} | "
-                     f"{r['first_call_s']:.3g} | {r['loss']:.6g} | {r['grad_rel_diff']:.1e} |")
+                     f"{r['first_call_s']:.3g} | {r['loss']:.6g} | {r['loss_rel_diff']:.1e} | "
+                     f"{r['grad_rel_diff']:.1e} |")
     return "\n".join(lines)
 
 

@@ -19,9 +19,11 @@ def test_objective_benchmark_runs_without_torch(capsys, monkeypatch):
     timed = [r for r in rows if "resolution" in r]
     assert [r["impl"] for r in timed] == ["jgi lax/double-reverse", "jgi lax/jvp"]
     for r in timed:
-        # Same loss (the script raises beyond 1e-4 relative); the gradients agree to
-        # float rounding (measured 2e-6 at 32^2); XLA counts the FLOPs (> 0).
-        assert r["grad_rel_diff"] < 1e-3 and r["gflop"] > 0 and r["seconds"] > 0
+        # Same loss (the script raises beyond 1e-3 relative; measured < 1e-6 between jgi's
+        # formulations); the gradients agree to float rounding (measured 2e-6 at 32^2);
+        # XLA counts the FLOPs (> 0).
+        assert r["loss_rel_diff"] < 1e-5 and r["grad_rel_diff"] < 1e-3
+        assert r["gflop"] > 0 and r["seconds"] > 0
         assert r["variables"] == 8 * 8 * 3
     assert rows[-1]["impl"] == "torch" and "skipped" in rows[-1]
 
