@@ -18,12 +18,26 @@ the server's hook takes client 0's observation ``W_t - W_k`` and every attack of
   gradient; E full-batch steps on ``--study-dummies`` dummies, 10 by default as in the
   study's scripts, whatever the client's n);
 - ``consistent`` simulates the client's real ``E * ceil(n / B)`` minibatch steps on all
-  n dummies with its learning-rate schedule; ``dlf`` is DLF.
+  n dummies with its learning-rate schedule; ``dlf`` is DLF (all n images, per-epoch
+  copies; the study's local lr for DLF is 0.004: ``--lr=0.004``);
+- ``dlg`` and ``idlg`` are the study's DLG (``--study-dummies`` dummies, joint soft
+  labels, 300 L-BFGS steps) and iDLG (one dummy, the update's label) matching the update
+  as if it were a gradient (``--dlg-scale=mean-gradient``: divided by lr x steps first).
 
 So the grid separates what FedAvg does to the attacks from what the study's set-up
 does. Labels: the client's true label multiset, sorted (``--labels=dimitrov``: counts
-inferred by Dimitrov et al.'s interpolation). Scores: reconstructions matched one-to-one
-to the client's images (Hungarian on SSIM); mean SSIM/PSNR over the matched pairs.
+inferred by Dimitrov et al.'s interpolation); DLG and iDLG recover their own. Scores:
+reconstructions matched one-to-one to the client's images (Hungarian on SSIM,
+:func:`jgi.metrics.match_by_ssim`); mean SSIM/PSNR over the matched pairs, the label
+accuracy (matched pairs whose reconstruction carries its original's label) and the count
+error of the labels the attack used (of the label source; of DLG's recovered labels
+when it reconstructs all n; empty for iDLG's one dummy). ``<workdir>/grids/`` has one
+image grid per row (matched originals above reconstructions), like the study's figures.
+
+Single-gradient baselines run through the same grid: ``--train-cap=125 --clients=10
+--batch=10 --epochs=1`` gives client 0 ten images and one local step (one batch-10
+gradient, the study's Fig. 7 for IG); ``--train-cap=625 --clients=10 --batch=10
+--epochs=10 --lr=0.004`` gives DLF its Fig. 8 client (50 images, batch 10, 10 epochs).
 
 ``--grid=axes`` (default) varies one factor at a time from the base setting (the first
 value of each list: the study's 100 clients, batch 10, 1 epoch); ``--grid=full`` runs
@@ -47,13 +61,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, fl, metrics, models, report, results
-from jgi.attacks import dlf, fedavg_update, ig, multistep
+from jgi import data, figures, fl, metrics, models, report, results
+from jgi.attacks import dlf, dlg, fedavg_update, ig, label_counts, multistep
 from jgi.fl import federation
 
 IDENTITY_KEYS = ("experiment", "dataset", "model", "train_cap", "clients", "batch", "epochs",
                  "round", "attack", "iters", "ig_lr", "tv", "dlf_iters", "study_dummies",
-                 "labels", "seed")
+                 "labels", "seed", "lr", "dlg_iters", "dlg_scale")
 AXES = ("clients", "batch", "epochs")
 
 
@@ -133,31 +147,79 @@ def run_setting(model, dataset, setting: Setting, attacks, args, attack_config, 
     sorted_labels, count_err = fedavg_update.attack_labels(
         args.labels, model, obs, y, jax.random.fold_in(key, 2),
         num_classes=info.num_classes, input_shape=shape)
+    y_true = np.asarray(y[0])
     for name in attacks:
         t0 = time.perf_counter()
-        recs = fedavg_update.reconstruct(name, model, obs, sorted_labels,
-                                         jax.random.fold_in(key, 3), attack_config,
-                                         input_shape=shape, bounds=data.input_bounds(info))
-        recs = np.clip(data.denormalize(recs[0], info), 0, 1)
-        ssim, psnr = metrics.matched_ssim_psnr(originals, recs)
+        rec = fedavg_update.run(name, model, obs, sorted_labels, jax.random.fold_in(key, 3),
+                                attack_config, input_shape=shape,
+                                bounds=data.input_bounds(info))
+        images = np.clip(data.denormalize(rec.images[0], info), 0, 1)
+        seconds = time.perf_counter() - t0
+        scores = score(originals, y_true, images, rec.labels[0], info.num_classes)
         row = {**identity_of(setting, name), "num_samples": n,
-               "local_steps": obs.local.num_steps(n), "dummies": int(recs.shape[0]),
-               "ssim_mean": float(ssim.mean()), "ssim_std": float(ssim.std()),
-               "psnr_mean": float(psnr.mean()), "label_count_error": count_err,
-               "seconds": time.perf_counter() - t0}
+               "local_steps": obs.local.num_steps(n), "dummies": int(images.shape[0]),
+               "ssim_mean": float(scores["ssim"].mean()),
+               "ssim_std": float(scores["ssim"].std()),
+               "psnr_mean": float(scores["psnr"].mean()),
+               "label_accuracy": scores["label_accuracy"],
+               "label_count_error": (scores["count_error"] if rec.recovered_labels
+                                     else count_err),
+               "recovered_labels": rec.recovered_labels, "seconds": seconds}
+        if args.grids:
+            grids = Path(args.workdir) / "grids"
+            grids.mkdir(exist_ok=True)
+            figures.reconstruction_grid(
+                originals[scores["rows"]], images[scores["cols"]], scores["ssim"],
+                grids / f"K{setting.clients}_B{setting.batch}_E{setting.epochs}_{name}.png",
+                title=f"{name}: K={setting.clients} (n={n}), B={setting.batch}, "
+                      f"E={setting.epochs}", max_images=20, columns=10)
         yield row
+
+
+def score(originals: np.ndarray, true_labels: np.ndarray, images: np.ndarray,
+          labels: np.ndarray, num_classes: int) -> dict:
+    """One client's scores: its ``m`` reconstructions matched one-to-one to its ``n``
+    images (Hungarian on SSIM, the pairs of :func:`jgi.metrics.matched_ssim_psnr`).
+
+    Returns ``rows``/``cols`` (the pairs, original ``rows[k]`` with reconstruction
+    ``cols[k]``), their ``ssim`` and ``psnr``, ``label_accuracy`` (pairs whose
+    reconstruction's label is its original's) and ``count_error`` of the
+    reconstructions' label multiset against the client's (None unless ``m == n``).
+    """
+    rows, cols, s = metrics.match_by_ssim(originals, images)
+    labels = np.asarray(labels)
+    count_error = None
+    if len(labels) == len(true_labels):
+        count_error = float(label_counts.count_error(
+            label_counts.counts_of(jnp.asarray(labels), num_classes),
+            label_counts.counts_of(jnp.asarray(true_labels), num_classes)))
+    return {"rows": rows, "cols": cols, "ssim": s[rows, cols],
+            "psnr": metrics.psnr(originals[rows], images[cols]),
+            "label_accuracy": float(np.mean(labels[cols] == np.asarray(true_labels)[rows])),
+            "count_error": count_error}
+
+
+def attack_label(row: dict) -> str:
+    """The attack's name, marked when DLG/iDLG matched the rescaled update."""
+    if (row["attack"] in fedavg_update.GRADIENT_ATTACKS
+            and row.get("dlg_scale") == "mean-gradient"):
+        return f"{row['attack']} (÷ lr·steps)"
+    return row["attack"]
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| clients | n (client 0) | B | E | local steps | attack | dummies | SSIM | "
-             "PSNR (dB) | count error | s |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "PSNR (dB) | label acc. | count error | s |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (-r["clients"], r["batch"], r["epochs"],
-                                         fedavg_update.ATTACKS.index(r["attack"]))):
+                                         fedavg_update.ALL_ATTACKS.index(r["attack"]),
+                                         attack_label(r))):
+        acc, err = r.get("label_accuracy"), r.get("label_count_error")
         lines.append(f"| {r['clients']} | {r['num_samples']} | {r['batch']} | {r['epochs']} | "
-                     f"{r['local_steps']} | {r['attack']} | {r['dummies']} | "
+                     f"{r['local_steps']} | {attack_label(r)} | {r['dummies']} | "
                      f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['psnr_mean']:.2f} | "
-                     f"{r['label_count_error']:.2f} | {r['seconds']:.0f} |")
+                     f"{'–' if acc is None else f'{acc:.2f}'} | "
+                     f"{'–' if err is None else f'{err:.2f}'} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -182,11 +244,12 @@ def plot_curves(rows: list[dict], base: Setting, path: Path) -> bool:
     labels = {"clients": "local images n (fewer clients)", "batch": "local batch B",
               "epochs": "local epochs E"}
     for ax, (axis, sel) in zip(axs[0], panels, strict=True):
-        for attack in fedavg_update.ATTACKS:
+        names = sorted({attack_label(r) for r in sel}, key=lambda a: (
+            fedavg_update.ALL_ATTACKS.index(a.split(" ")[0]), a))
+        for name in names:
             pts = sorted((r[x_of[axis]], r["ssim_mean"]) for r in sel
-                         if r["attack"] == attack)
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=attack)
+                         if attack_label(r) == name)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
         ax.set_xticks(sorted({r[x_of[axis]] for r in sel}))
         ax.set_xlabel(labels[axis])
         ax.set_ylabel("SSIM (matched)")
@@ -213,11 +276,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--round", type=int, default=0,
                         help="the round whose update is attacked (0: the first)")
     parser.add_argument("--lr", type=float, default=0.1, help="client SGD learning rate")
-    parser.add_argument("--attacks", default="single-step,study,consistent")
+    parser.add_argument("--attacks", default="single-step,study,consistent",
+                        help="comma-separated: " + ", ".join(
+                            a for a in fedavg_update.ALL_ATTACKS if a != "consistent+order"))
     parser.add_argument("--iters", type=int, default=200, help="IG iterations")
     parser.add_argument("--ig-lr", type=float, default=0.1)
     parser.add_argument("--tv", type=float, default=1e-2, help="IG TV weight")
     parser.add_argument("--dlf-iters", type=int, default=400)
+    parser.add_argument("--dlg-iters", type=int, default=300,
+                        help="DLG/iDLG L-BFGS steps (PyTorch semantics, 20 inner iterations)")
+    parser.add_argument("--dlg-scale", default="raw", choices=fedavg_update.DLG_SCALES,
+                        help="raw: W_t - W_k as the study's code; mean-gradient: / (lr x steps)")
+    parser.add_argument("--no-grids", dest="grids", action="store_false",
+                        help="skip the per-row image grids")
     parser.add_argument("--study-dummies", type=int, default=10,
                         help="dummies of the study's set-up (its scripts: 1-10)")
     parser.add_argument("--labels", default="true", choices=("true", "dimitrov"))
@@ -233,15 +304,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "experiments.multistep, not in the grid")
         grid = settings(_ints("clients", args.clients), _ints("batch", args.batch),
                         _ints("epochs", args.epochs), args.grid)
-        if args.round < 0 or args.train_cap < 1 or args.iters < 1 or args.dlf_iters < 1:
-            raise ValueError("--round must be >= 0 and --train-cap, --iters, --dlf-iters >= 1")
+        if (args.round < 0 or args.train_cap < 1 or
+                min(args.iters, args.dlf_iters, args.dlg_iters) < 1):
+            raise ValueError("--round must be >= 0 and --train-cap, --iters, --dlf-iters, "
+                             "--dlg-iters >= 1")
         if max(s.clients for s in grid) > args.train_cap:
             raise ValueError(f"--train-cap {args.train_cap} is smaller than the largest "
                              f"--clients; every client needs data")
         attack_config = fedavg_update.UpdateAttackConfig(
             ig=ig.IGConfig(max_iters=args.iters, lr=args.ig_lr, tv_weight=args.tv,
                            chunk_size=min(50, args.iters)),
-            dlf=dlf.DLFConfig(max_iters=args.dlf_iters), study_dummies=args.study_dummies)
+            dlf=dlf.DLFConfig(max_iters=args.dlf_iters),
+            dlg=dlg.DLGConfig(max_iters=args.dlg_iters, chunk_size=min(10, args.dlg_iters)),
+            study_dummies=args.study_dummies, dlg_scale=args.dlg_scale)
         dataset = data.load(args.dataset, data_dir=args.data_dir, source=args.data_source)
     except (ValueError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -255,17 +330,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "batch": setting.batch, "epochs": setting.epochs, "round": args.round,
                 "attack": attack, "iters": args.iters, "ig_lr": args.ig_lr, "tv": args.tv,
                 "dlf_iters": args.dlf_iters, "study_dummies": args.study_dummies,
-                "labels": args.labels, "seed": args.seed}
+                "labels": args.labels, "seed": args.seed, "lr": args.lr,
+                "dlg_iters": args.dlg_iters, "dlg_scale": args.dlg_scale}
 
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "results.jsonl"
     print(f"# {dataset.describe()}\n# model {args.model}; {len(grid)} settings x "
-          f"{len(attacks)} attacks; round {args.round}; IG {args.iters} iterations (Adam lr "
-          f"{args.ig_lr}, TV {args.tv}); seed {args.seed}; rows in {rows_path}", flush=True)
+          f"{len(attacks)} attacks; round {args.round}; client lr {args.lr}; IG {args.iters} "
+          f"iterations (Adam lr {args.ig_lr}, TV {args.tv}); DLF {args.dlf_iters}; DLG "
+          f"{args.dlg_iters} ({args.dlg_scale}); seed {args.seed}; rows in {rows_path}",
+          flush=True)
     try:
         with results.lock_workdir(out), results.sigterm_as_interrupt():
-            done = {results.row_id({k: r[k] for k in IDENTITY_KEYS})
+            done = {results.row_id({k: r.get(k) for k in IDENTITY_KEYS})
                     for r in results.read_rows(rows_path) if r.get("experiment") ==
                     "fedavg_attacks"}
             for setting in grid:
@@ -278,8 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for row in run_setting(model, dataset, setting, todo, args, attack_config,
                                        key, identity_of):
                     results.append_row(rows_path, row)
-                    print(f"#   {row['attack']}: SSIM {row['ssim_mean']:.3f} "
-                          f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+                    print(f"#   {row['attack']}: SSIM {row['ssim_mean']:.3f}, label acc. "
+                          f"{row['label_accuracy']:.2f} ({row['seconds']:.0f} s)",
+                          file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print(f"interrupted: finished rows are in {rows_path}; rerun the same command to "
               "resume", file=sys.stderr)
@@ -289,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     wanted = {results.row_id(identity_of(s, a)) for s in grid for a in attacks}
     rows = [r for r in results.read_rows(rows_path) if r.get("experiment") == "fedavg_attacks"
-            and results.row_id({k: r[k] for k in IDENTITY_KEYS}) in wanted]
+            and results.row_id({k: r.get(k) for k in IDENTITY_KEYS}) in wanted]
     text = table(rows)
     results.write_text(out / "table.md", text + "\n")
     print(text)

@@ -15,7 +15,22 @@ exactly the same code:
   schedule, on all ``n`` dummies, the attacker's fixed batch order
   (:func:`~jgi.attacks.multistep.consistent_setup`);
 - ``consistent+order``: the same with the client's shuffling known (an oracle);
-- ``dlf``: DLF (:mod:`jgi.attacks.dlf`), per-epoch copies of the dummies combined.
+- ``dlf``: DLF (:mod:`jgi.attacks.dlf`), per-epoch copies of the dummies combined;
+- ``dlg``: DLG (:mod:`jgi.attacks.dlg`) as the study runs it in FedAvg (its Section on
+  attacks in FL, Fig. 18): ``m`` dummies (``study_dummies``; its reconstruction batch 10)
+  with joint soft labels, L-BFGS on the squared-L2 distance between their one-step
+  gradient and the update matched *as if it were a gradient*;
+- ``idlg``: iDLG the same way (Fig. 19): one dummy, its label read off the update's last
+  layer (:func:`jgi.attacks.labels.idlg_labels`, meant for one image's gradient).
+
+``dlg`` and ``idlg`` are in :data:`GRADIENT_ATTACKS`, not :data:`ATTACKS` (whose default
+use in ``experiments.multistep`` stays the IG family and DLF); :func:`check_attacks`
+accepts :data:`ALL_ATTACKS`. They ignore the label multiset they are handed (DLG
+recovers its labels, iDLG reads its one), and they see the update as the study's code
+does, ``W_t - W_k`` unscaled (``dlg_scale="raw"``), or, jgi's fairer variant,
+divided by the round's learning rate times the number of local steps
+(``"mean-gradient"``: for one local step, the client's gradient plus weight decay),
+since the L2 distance, unlike IG's cosine, sees the scale.
 
 Labels: every attack gets the label multiset it is handed sorted by class (true labels
 or inferred counts); the order oracle gets the client's labels in the client's order;
@@ -25,17 +40,22 @@ or inferred counts); the order oracle gets the client's labels in the client's o
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi.attacks import dlf, label_counts, multistep
+from jgi.attacks import dlf, dlg, label_counts, multistep
 from jgi.attacks.ig import IGConfig
 from jgi.fl.observation import Observation
 from jgi.models.interface import Model
 
 ATTACKS = ("single-step", "study", "consistent", "consistent+order", "dlf")
+GRADIENT_ATTACKS = ("dlg", "idlg")
+"""The single-gradient attacks run on the update as the study runs them."""
+ALL_ATTACKS = ATTACKS + GRADIENT_ATTACKS
+DLG_SCALES = ("raw", "mean-gradient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,25 +65,36 @@ class UpdateAttackConfig:
     Attributes:
       ig: the IG optimisation of the three IG set-ups (Adam, TV, iterations).
       dlf: DLF's settings.
-      study_dummies: dummies of the study's set-up (None: ``n``).
+      dlg: DLG's and iDLG's L-BFGS settings (``labels`` and ``batch_size`` are set per
+        attack: joint labels on ``study_dummies`` dummies for ``dlg``, the update's
+        label on one dummy for ``idlg``).
+      study_dummies: dummies of the study's set-up and of ``dlg`` (None: ``n``).
+      dlg_scale: what ``dlg``/``idlg`` match: ``"raw"`` (``W_t - W_k`` as the study's
+        code) or ``"mean-gradient"`` (divided by ``lr * local steps``).
     """
 
     ig: IGConfig = IGConfig(max_iters=200, lr=0.1, tv_weight=1e-2, chunk_size=50)
     dlf: dlf.DLFConfig = dlf.DLFConfig(max_iters=400)
+    dlg: dlg.DLGConfig = dlg.DLGConfig()
     study_dummies: int | None = None
+    dlg_scale: str = "raw"
 
     def __post_init__(self):
         if self.study_dummies is not None and self.study_dummies < 1:
             raise ValueError(f"UpdateAttackConfig.study_dummies must be >= 1 or None (n "
                              f"dummies), got {self.study_dummies}.")
+        if self.dlg_scale not in DLG_SCALES:
+            raise ValueError(f"UpdateAttackConfig.dlg_scale must be one of "
+                             f"{', '.join(DLG_SCALES)}, got {self.dlg_scale!r}.")
 
 
 def check_attacks(names) -> tuple[str, ...]:
-    """The names as a tuple; a ValueError naming the unknown one and the valid ones."""
+    """The names as a tuple; a ValueError naming the unknown one and the valid ones
+    (:data:`ALL_ATTACKS`)."""
     names = tuple(names)
     for name in names:
-        if name not in ATTACKS:
-            raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+        if name not in ALL_ATTACKS:
+            raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ALL_ATTACKS)}")
     return names
 
 
@@ -100,18 +131,45 @@ def attack_labels(source: str, model: Model, observation: Observation, labels: j
     return sorted_labels, float(jnp.mean(label_counts.count_error(counts, true_counts)))
 
 
-def reconstruct(name: str, model: Model, observation: Observation, sorted_labels: jax.Array,
-                key: jax.Array, config: UpdateAttackConfig = UpdateAttackConfig(), *,
-                input_shape: tuple[int, int, int], bounds=None,
-                client_labels: jax.Array | None = None,
-                client_keys: jax.Array | None = None) -> np.ndarray:
-    """Runs attack ``name`` on every victim; the reconstructions in the model's input space.
+class Reconstruction(NamedTuple):
+    """What :func:`run` returns, per victim (leading axis V).
+
+    Attributes:
+      images: (V, m, H, W, C) in the model's input space (DLG's unclipped).
+      labels: (V, m) the label of each reconstruction: the one it was given (IG set-ups,
+        DLF), recovered (DLG: argmax of its soft label) or read off the update (iDLG).
+      recovered_labels: True for ``dlg``/``idlg`` (labels from the attack), False when
+        the attack was handed them.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    recovered_labels: bool
+
+
+def dlg_target(observation: Observation, scale: str):
+    """The update DLG/iDLG match: raw, or divided by ``lr * local steps``."""
+    if scale not in DLG_SCALES:
+        raise ValueError(f"dlg scale must be one of {', '.join(DLG_SCALES)}, got {scale!r}.")
+    if scale == "raw" or observation.kind == "gradient":
+        return observation.update
+    local = observation.local
+    factor = local.learning_rate(observation.round) * local.num_steps(observation.num_samples)
+    return jax.tree.map(lambda u: u / factor, observation.update)
+
+
+def run(name: str, model: Model, observation: Observation, sorted_labels: jax.Array,
+        key: jax.Array, config: UpdateAttackConfig = UpdateAttackConfig(), *,
+        input_shape: tuple[int, int, int], bounds=None, client_labels: jax.Array | None = None,
+        client_keys: jax.Array | None = None) -> Reconstruction:
+    """Runs attack ``name`` on every victim: reconstructions and their labels.
 
     Args:
-      name: one of :data:`ATTACKS`.
+      name: one of :data:`ALL_ATTACKS`.
       model: the attacked model.
       observation: the victims' observations (``update`` with a leading victim axis).
-      sorted_labels: (V, n) the label multiset each attack is given, sorted by class.
+      sorted_labels: (V, n) the label multiset each attack is given, sorted by class
+        (``dlg`` and ``idlg`` ignore it).
       key: PRNG key of the initialisation.
       config: :class:`UpdateAttackConfig`.
       input_shape: (H, W, C).
@@ -120,20 +178,30 @@ def reconstruct(name: str, model: Model, observation: Observation, sorted_labels
       client_keys: (V,) the clients' keys (``consistent+order`` only).
 
     Returns:
-      (V, m, H, W, C): ``m = n``, or ``config.study_dummies`` for ``study``.
+      :class:`Reconstruction`; ``m = n``, ``min(config.study_dummies, n)`` for ``study``
+      and ``dlg``, 1 for ``idlg``.
     """
     check_attacks([name])
     n = observation.num_samples
     sorted_labels = jnp.asarray(sorted_labels, jnp.int32)
+    m = n if config.study_dummies is None else min(config.study_dummies, n)
+    if name in GRADIENT_ATTACKS:
+        cfg = (dataclasses.replace(config.dlg, labels="joint", batch_size=m) if name == "dlg"
+               else dataclasses.replace(config.dlg, labels="idlg", batch_size=1))
+        target = dlg_target(observation, config.dlg_scale)
+        result = dlg.reconstruct(model, observation.params, target, key, cfg,
+                                 input_shape=input_shape, bounds=bounds, progress=False)
+        # DLG: argmax of its soft labels; iDLG: the label it read off the update.
+        return Reconstruction(np.asarray(result.images), np.asarray(result.labels), True)
     if name == "dlf":
         result = dlf.reconstruct(model, observation, sorted_labels, key, config.dlf,
                                  input_shape=input_shape, bounds=bounds)
-        return np.stack([dlf.combine_copies(r) for r in np.asarray(result.best["x"])])
+        images = np.stack([dlf.combine_copies(r) for r in np.asarray(result.best["x"])])
+        return Reconstruction(images, np.asarray(sorted_labels), False)
     labels = sorted_labels
     if name == "single-step":
         setup = multistep.single_step_setup(observation, n)
     elif name == "study":
-        m = n if config.study_dummies is None else min(config.study_dummies, n)
         setup = multistep.study_setup(observation, m)
         if m != n:  # m dummies: labels spread evenly over the sorted list
             labels = sorted_labels[:, np.linspace(0, n - 1, m).astype(int)]
@@ -148,8 +216,19 @@ def reconstruct(name: str, model: Model, observation: Observation, sorted_labels
     result = multistep.reconstruct(model, observation, labels, key, setup, config.ig,
                                    input_shape=input_shape, bounds=bounds,
                                    client_keys=client_keys)
-    return np.asarray(result.best["x"])
+    return Reconstruction(np.asarray(result.best["x"]), np.asarray(labels), False)
 
 
-__all__ = ["ATTACKS", "LABEL_SOURCES", "UpdateAttackConfig", "attack_labels", "check_attacks",
-           "reconstruct"]
+def reconstruct(name: str, model: Model, observation: Observation, sorted_labels: jax.Array,
+                key: jax.Array, config: UpdateAttackConfig = UpdateAttackConfig(), *,
+                input_shape: tuple[int, int, int], bounds=None,
+                client_labels: jax.Array | None = None,
+                client_keys: jax.Array | None = None) -> np.ndarray:
+    """:func:`run`'s images only, (V, m, H, W, C) in the model's input space."""
+    return run(name, model, observation, sorted_labels, key, config, input_shape=input_shape,
+               bounds=bounds, client_labels=client_labels, client_keys=client_keys).images
+
+
+__all__ = ["ALL_ATTACKS", "ATTACKS", "DLG_SCALES", "GRADIENT_ATTACKS", "LABEL_SOURCES",
+           "Reconstruction", "UpdateAttackConfig", "attack_labels", "check_attacks",
+           "dlg_target", "reconstruct", "run"]

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from experiments import fedavg_attacks
@@ -26,17 +27,42 @@ def test_bad_flags_say_what_is_wrong(flags, message, tmp_path, capsys):
 
 def test_one_setting_writes_rows_and_a_rerun_resumes(tmp_path, capsys):
     # One federation round of 6 clients on 60 embedded MNIST images (client 0 holds 8
-    # training images after the 20% hold-out), single-step IG for 3 iterations.
+    # training images after the 20% hold-out, 2 local steps of batch 4); DLG with the
+    # study's 10 dummies (8 here: at most n) for one L-BFGS step.
     flags = ["--data-source=embedded", "--train-cap=60", "--clients=6", "--batch=4",
-             "--epochs=1", "--attacks=single-step", "--iters=3", f"--workdir={tmp_path}"]
+             "--epochs=1", "--attacks=dlg", "--dlg-iters=1", f"--workdir={tmp_path}"]
     assert fedavg_attacks.main(flags) == 0
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [(r["clients"], r["num_samples"], r["local_steps"], r["attack"]) for r in rows] == [
-        (6, 8, 2, "single-step")]
-    assert 0.0 < rows[0]["ssim_mean"] < 1.0 and rows[0]["label_count_error"] == 0.0
+    assert [(r["clients"], r["num_samples"], r["local_steps"], r["attack"], r["dummies"])
+            for r in rows] == [(6, 8, 2, "dlg", 8)]
+    assert 0.0 < rows[0]["ssim_mean"] < 1.0 and rows[0]["recovered_labels"]
+    # DLG's labels are its own: scored against the matched originals' and as a multiset.
+    assert 0.0 <= rows[0]["label_accuracy"] <= 1.0 and rows[0]["label_count_error"] is not None
+    assert (tmp_path / "grids" / "K6_B4_E1_dlg.png").stat().st_size > 0
     capsys.readouterr()
     assert fedavg_attacks.main(flags) == 0  # everything done: no new row, same table
     out = capsys.readouterr()
     assert "K=6" not in out.err
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
-    assert "| 6 | 8 | 4 | 1 | 2 | single-step | 8 |" in out.out
+    assert "| 6 | 8 | 4 | 1 | 2 | dlg | 8 |" in out.out
+
+
+def test_rescaled_dlg_rows_are_marked():
+    row = {"attack": "dlg", "dlg_scale": "mean-gradient"}
+    assert fedavg_attacks.attack_label(row) == "dlg (÷ lr·steps)"
+    assert fedavg_attacks.attack_label({**row, "dlg_scale": "raw"}) == "dlg"
+    assert fedavg_attacks.attack_label({**row, "attack": "dlf"}) == "dlf"
+
+
+def test_scores_match_pairs_and_count_labels():
+    rng = np.random.default_rng(0)
+    originals = rng.uniform(size=(3, 8, 8, 1)).astype(np.float32)
+    images = originals[[2, 0]]  # two reconstructions, of originals 2 and 0
+    s = fedavg_attacks.score(originals, np.array([4, 5, 6]), images, np.array([6, 1]), 10)
+    assert list(s["rows"]) == [0, 2] and list(s["cols"]) == [1, 0]
+    np.testing.assert_allclose(s["ssim"], 1.0, atol=1e-5)
+    assert s["label_accuracy"] == 0.5  # original 2 (label 6) right, original 0 (4) not
+    assert s["count_error"] is None  # 2 labels against 3: no multiset to compare
+    full = fedavg_attacks.score(originals, np.array([4, 5, 6]), originals,
+                                np.array([4, 6, 6]), 10)
+    assert full["label_accuracy"] == 2 / 3 and abs(full["count_error"] - 2 / 3) < 1e-6
