@@ -36,6 +36,12 @@ Choices where the paper is silent:
   builds on draws) or ``"uniform"`` (U(0, 1), already in the image range);
   ``"analytic"`` starts from the analytic step (below) made into an image.
 - The returned image is the best iterate's (lowest loss, the runner's rule), clipped.
+- The gradient term's derivative in the image (``gradient_mode``): by default "jvp",
+  reverse-mode over a forward-mode derivative along the gradient residual in parameter
+  space (:func:`gradient_term`), the same value and gradient as autodiff's reverse over
+  reverse ("double-reverse", what the paper's ``create_graph=True`` code computes) up to
+  float rounding, 1.2-2.3x faster per evaluation on the 2-core CPU at 64-512^2 (with
+  ``conv_impl="lax"``; ``benchmarks/highres_throughput.py``).
 
 The analytic step (BREADTH.md section 3 note; :mod:`jgi.attacks.analytic`): for one
 image the classifier's input, the flattened output of the last convolution (after its
