@@ -179,3 +179,12 @@ def test_the_experiment_reuses_a_row_a_candidate_does_not_change_and_prints_the_
     assert "| **paper (Table 4, CDIA)** | | 0.14 / 0.0% | 0.93 / 100.0% |" in text
     assert "| `none` (CDIA as jgi runs it) | 0 | 0.80 / 100.0% | – |" in text
     assert "| `fresh-dp` (" in text and text.count("–") >= 3
+
+
+@pytest.mark.parametrize("spec", STACK_NAMES + ("dropout", "cvb", "none"))
+def test_cdia_dp_estimate_attack_is_cdia_with_dpia_only_where_dp_is_combined(spec):
+    stack = defenses.from_names(spec)
+    k = authors.cdia_dp_estimate_knowledge_for(stack)
+    combined = stack.dp is not None and (stack.dropout > 0 or stack.bottleneck is not None)
+    assert k == dataclasses.replace(cdia.knowledge_for(stack),
+                                    dp="estimate" if combined else "ignore")
