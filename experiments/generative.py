@@ -77,19 +77,24 @@ def observe_clients(model, params, x, y, key, n, batch, epochs, lr):
     return jax.jit(jax.vmap(one))(x, y, jax.random.split(key, x.shape[0]))
 
 
-def run_attack(name, args, model, params, updates, info, key, generator):
-    """``(images (V, 1, H, W, C) in [0, 1], labels (V,))`` of one attack."""
+def run_attack(name, args, model, params, updates, info, key, generator, on_chunk=None):
+    """``(images (V, 1, H, W, C) in [0, 1], labels (V,))`` of one attack.
+
+    ``on_chunk``: for GGL, :func:`jgi.attacks.ggl.reconstruct`'s trajectory callback."""
     shape = info.image_shape
     stats = (np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32))
     labels = idlg_labels(updates, model.classifier)
     if name in ("ggl", "ggl-untrained"):
         config = ggl.GGLConfig(population=args.population, generations=args.generations,
-                               chunk=min(args.generations, 25), distance=args.ggl_distance)
+                               chunk=min(args.generations, args.chunk),
+                               distance=args.ggl_distance)
         spec, g_params = generator
         if name == "ggl-untrained":
             g_params = gen.generator(spec)[0](jax.random.fold_in(key, 99))
         r = ggl.reconstruct(model, params, updates, key, config, generator=(spec, g_params),
-                            labels=labels, input_stats=stats, progress=name)
+                            labels=labels, input_stats=stats, progress=name,
+                            on_chunk=None if on_chunk is None
+                            else lambda n, z, f: on_chunk(n, z, f, g_params))
         return np.asarray(r.images), np.asarray(r.labels[:, 0])
     if name == "gen-sample":
         spec, g_params = generator
@@ -133,6 +138,30 @@ def best_match(x_clients: np.ndarray, y_clients: np.ndarray, recon: np.ndarray,
             "label_acc": float(np.mean(labels == y_clients[rows, j])), "matched": j}
 
 
+def write_curve(stem: Path, curve: list[dict], title: str) -> None:
+    """``<stem>.json`` and ``<stem>.png``: mean best-match SSIM against evaluations."""
+    import json  # pylint: disable=g-import-not-at-top
+
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(curve, indent=1))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    e = [c["evaluations"] for c in curve]
+    ax.plot(e, [c["ssim"] for c in curve], "o-", label="mean")
+    per = np.asarray([c["ssim_per_victim"] for c in curve])
+    for v in range(per.shape[1]):
+        ax.plot(e, per[:, v], lw=0.8, alpha=0.5, label=f"victim {v}")
+    ax.set_xlabel("CMA-ES evaluations per victim")
+    ax.set_ylabel("best-match SSIM")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+
+
 def table(rows: list[dict], attacks: Sequence[str]) -> str:
     settings = sorted({(r["n"], r["batch"], r["epochs"]) for r in rows},
                       key=lambda s: (s[0] * s[2] // s[1], s))
@@ -163,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--generations", type=int, default=500)
     p.add_argument("--ggl-distance", default="layer_l2", choices=ggl.DISTANCES)
+    p.add_argument("--chunk", type=int, default=25,
+                   help="GGL generations per compiled call (and per --curve point)")
+    p.add_argument("--curve", action="store_true",
+                   help="GGL: record the best-match SSIM after every --chunk generations "
+                        "(<workdir>/curves/<attack>_<n>x<B>x<E>.json and a PNG)")
     p.add_argument("--ig-iters", type=int, default=4000)
     p.add_argument("--grnn-iters", type=int, default=1000)
     p.add_argument("--gias-iters", type=int, default=500)
@@ -213,11 +247,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           jax.random.key(args.seed + 1), n, batch, epochs,
                                           args.lr)
             t0 = time.time()
+            curve, on_chunk = [], None
+            if args.curve and attack.startswith("ggl"):
+                g_apply = gen.generator(generator[0])[1]
+                guess = np.asarray(idlg_labels(updates, model.classifier))
+
+                def on_chunk(evals, z, fitness, g_params, curve=curve, t0=t0,
+                             g_apply=g_apply, x01=x01, y=y, guess=guess):
+                    images = np.asarray(g_apply(g_params, z))[:, None]
+                    m = best_match(x01, y, images, guess)
+                    curve.append({"evaluations": int(evals), "ssim": m["ssim"],
+                                  "psnr": m["psnr"], "ssim_per_victim": m["ssim_per_victim"],
+                                  "loss": np.asarray(fitness).tolist(),
+                                  "seconds": round(time.time() - t0, 1)})
             recon, labels = run_attack(attack, args, model, params, updates, info,
-                                       jax.random.key(args.seed + 2), generator)
+                                       jax.random.key(args.seed + 2), generator, on_chunk)
             m = best_match(x01, y, recon, labels)
             matched = x01[np.arange(args.victims), m.pop("matched")]
             row = {"id": rid, **identity, **m, "seconds": round(time.time() - t0, 1)}
+            if curve:
+                row["curve"] = curve
+                write_curve(workdir / "curves" / f"{attack}_{n}x{batch}x{epochs}", curve,
+                            f"{attack} on {args.model}, {n}x{batch}x{epochs}")
             results.append_row(out, row)
             done.add(rid)
             from jgi import figures  # pylint: disable=g-import-not-at-top

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -226,7 +226,9 @@ def make_search(model: Model, generator_spec: gen.GeneratorSpec, config: GGLConf
 def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
                 config: GGLConfig = GGLConfig(), *, generator: tuple[gen.GeneratorSpec, Any],
                 labels: jax.Array | None = None, stack: DefenseStack = NO_DEFENSE,
-                input_stats=None, progress: bool | str = False) -> GenerativeResult:
+                input_stats=None, progress: bool | str = False,
+                on_chunk: Callable[[int, jax.Array, jax.Array], None] | None = None
+                ) -> GenerativeResult:
     """Runs GGL against every victim's update at once.
 
     Args:
@@ -245,6 +247,9 @@ def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
       input_stats: ``(mean, std)`` per channel that map [0, 1] images to the model's
         input (the dataset's normalisation), or None when the model takes [0, 1].
       progress: a tqdm bar over generations (a string is its description).
+      on_chunk: called after every ``config.chunk`` generations with ``(evaluations
+        so far per victim, best latents (V, latent), best losses (V,))``: the search's
+        trajectory (e.g. quality against evaluations) at no extra compiled work.
 
     Returns:
       :class:`GenerativeResult` with B = 1 image per victim.
@@ -272,6 +277,8 @@ def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
         keys = jax.random.split(jax.random.fold_in(k_run, done), num_victims)
         states = run_chunk(states, keys, updates, labels, gen_params, params, n)
         done += n
+        if on_chunk is not None:
+            on_chunk(done * config.population, states.best_solution, states.best_fitness)
         if bar is not None:
             bar.update(n)
             bar.set_postfix(loss=f"{float(jnp.mean(states.best_fitness)):.3g}")

@@ -33,9 +33,17 @@ def _setup():
 def test_search_beats_random_latents_guesses_labels_and_reapplies_defense():
     params, g_params, updates, pruned, y, z_true = _setup()
     model, generator = MODEL, (SPEC, g_params)
-    config = ggl.GGLConfig(population=8, generations=12, chunk=12)
+    config = ggl.GGLConfig(population=8, generations=12, chunk=6)
+    seen = []
     result = ggl.reconstruct(model, params, updates, jax.random.key(3), config,
-                             generator=generator)
+                             generator=generator,
+                             on_chunk=lambda n, z, f: seen.append((n, z, f)))
+    # The trajectory: one call per chunk of 6 generations x 8 candidates, the best loss
+    # never rising, the last call's latents and losses the result's.
+    assert [n for n, _, _ in seen] == [48, 96]
+    assert bool(jnp.all(seen[1][2] <= seen[0][2]))
+    assert jnp.array_equal(seen[-1][1], result.latents[:, 0])
+    assert jnp.array_equal(seen[-1][2], result.loss)
     assert result.images.shape == (2, 1, 28, 28, 1)
     assert result.latents.shape == (2, 1, SPEC.latent_dim)
     assert result.labels[:, 0].tolist() == [3, 7]  # iDLG's guess is exact at batch 1

@@ -41,11 +41,16 @@ def test_generative_rows_are_resumable(tmp_path, capsys):
     gen.save_generator(path, spec, gen.generator(spec)[0](jax.random.key(0)))
     argv = ["--data-source=embedded", "--attack=ggl,ig", "--victims=1", "--grid=1x1x1",
             "--population=4", "--generations=1", "--ig-iters=2", f"--generator={path}",
-            f"--workdir={tmp_path / 'w'}"]
+            f"--workdir={tmp_path / 'w'}", "--curve"]
     assert generative.main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / "w" / "results.jsonl").open()]
     assert [r["attack"] for r in rows] == ["ggl", "ig"]
     assert all(-1 <= r["ssim"] <= 1 and r["label_acc"] == 1.0 for r in rows)
+    # --curve: GGL's best-match SSIM after each chunk (here one generation of 4), the
+    # last point the row's own result.
+    assert [c["evaluations"] for c in rows[0]["curve"]] == [4]
+    assert abs(rows[0]["curve"][-1]["ssim"] - rows[0]["ssim"]) < 1e-6
+    assert (tmp_path / "w" / "curves" / "ggl_1x1x1.png").is_file()
     assert "| 1x1x1 (1) |" in capsys.readouterr().out
     assert generative.main(argv) == 0  # every row is there: nothing is recomputed
     assert len((tmp_path / "w" / "results.jsonl").read_text().split("\n")) == 3
