@@ -133,8 +133,21 @@ def _convs(model: Model):
     return convs
 
 
-def rank_analysis(model: Model, input_shape: tuple[int, int, int]) -> list[LayerRank]:
-    """R-GAP's per-layer counts for ``model`` at ``input_shape``, input layer first."""
+def rank_analysis(model: Model, input_shape: tuple[int, int, int],
+                  batch: int = 1) -> list[LayerRank]:
+    """R-GAP's per-layer counts for ``model`` at ``input_shape``, input layer first.
+
+    ``batch`` B > 1 counts the system of a batch's summed gradient *given every
+    example's output of the layer* (what the layer above would hand down if it had
+    been solved): the unknowns and the forward constraints grow B-fold, the gradient
+    constraints stay one set, now with ``r = min(B * out_positions, out_channels)``.
+    The linear layer is the exception: its gradient ``sum_b dl/dmu_b a_b`` is
+    ``n`` equations for ``B * n`` unknowns and no forward constraint (the logits are
+    not observed), so from B = 2 on the recursion cannot even start
+    (:func:`recover_from_features` starts it from the examples' features instead).
+    """
+    if batch < 1:
+        raise ValueError(f"rank_analysis: batch must be >= 1, got {batch}.")
     convs = _convs(model)
     shapes = cnn6_lib.feature_shapes(tuple(input_shape), convs)
     rows = []
@@ -142,14 +155,14 @@ def rank_analysis(model: Model, input_shape: tuple[int, int, int]) -> list[Layer
         h, w, c = shapes[i]
         oh, ow, oc = shapes[i + 1]
         positions = oh * ow
-        r = min(positions, oc)
+        r = min(batch * positions, oc)
         patch = spec.kernel * spec.kernel * c
-        forward = positions * oc
+        forward = batch * positions * oc
         new = max(patch - oc, 0) * r
-        rows.append(LayerRank(f"conv{i}", h * w * c, forward, patch * r, new,
-                              min(h * w * c, forward + new)))
+        rows.append(LayerRank(f"conv{i}", batch * h * w * c, forward, patch * r, new,
+                              min(batch * h * w * c, forward + new)))
     n = math.prod(shapes[-1])
-    rows.append(LayerRank("fc", n, 0, n, n, n))
+    rows.append(LayerRank("fc", batch * n, 0, n, n, n))
     return rows
 
 
@@ -222,35 +235,42 @@ def _least_squares(a: jax.Array, b: jax.Array, refinements: int = 2, with_rank: 
 
 @functools.partial(jax.jit, static_argnames=("spec", "in_shape", "slope", "with_rank"))
 def _solve_conv(w, dw, spec, x_next, dldx_next, in_shape, slope, with_rank=True):
-    """One conv layer: its input from its output, its k and its weight gradient.
+    """One conv layer: its inputs from its outputs, their k and the weight gradient.
 
-    The system's matrices are built by scattering the weights (forward constraints)
-    and ``K`` reduced to its row space (gradient constraints) into the unpadded input's
-    columns; every row is scaled to unit norm before the least-squares solve (without
-    it float32 loses the input at the 1e-3 level, with it 1e-12).
+    ``x_next`` and ``dldx_next`` are (B, oh, ow, out) for the B examples whose
+    gradients sum to ``dw`` (B = 1: R-GAP's setting). The system's matrices are built
+    by scattering the weights (forward constraints, one block per example) and the
+    stacked ``K`` reduced to its row space (gradient constraints, shared by the
+    examples) into the unpadded inputs' columns; every row is scaled to unit norm
+    before the least-squares solve (without it float32 loses the input at the 1e-3
+    level, with it 1e-12).
     """
+    batch = x_next.shape[0]
     z = _leaky_inverse(x_next, slope)
     k = dldx_next * jnp.where(x_next > 0, 1.0, slope)
     patch, cout = math.prod(w.shape[:3]), w.shape[-1]
     idx = patch_index(in_shape, spec)
     positions, n = idx.shape[0], math.prod(in_shape)
-    km = k.reshape(positions, cout)
-    _, _, vt = jnp.linalg.svd(km, full_matrices=False)  # (r, cout), r = min(P, cout)
-    kv = km @ vt.T  # (positions, r)
-    r = kv.shape[1]
+    km = k.reshape(batch, positions, cout)
+    # (r, cout), r = min(B * positions, cout): the row space of the stacked K
+    _, _, vt = jnp.linalg.svd(km.reshape(batch * positions, cout), full_matrices=False)
+    kv = km @ vt.T  # (B, positions, r)
+    r = kv.shape[-1]
     a_fwd = jnp.zeros((positions, n + 1, cout), w.dtype).at[
         np.arange(positions)[:, None], idx].add(
         jnp.broadcast_to(w.reshape(patch, cout)[None], (positions, patch, cout)))
     a_fwd = a_fwd[:, :n].transpose(0, 2, 1).reshape(positions * cout, n)
-    a_grad = jnp.zeros((patch, n + 1, r), w.dtype).at[np.arange(patch)[None, :], idx].add(
-        jnp.broadcast_to(kv[:, None, :], (positions, patch, r)))
-    a_grad = a_grad[:, :n].transpose(0, 2, 1).reshape(patch * r, n)
-    a = jnp.concatenate([a_fwd, a_grad])
+    a_grad = jax.vmap(lambda kb: jnp.zeros((patch, n + 1, r), w.dtype).at[
+        np.arange(patch)[None, :], idx].add(
+        jnp.broadcast_to(kb[:, None, :], (positions, patch, r))))(kv)
+    a_grad = a_grad[:, :, :n].transpose(1, 3, 0, 2).reshape(patch * r, batch * n)
+    a = jnp.concatenate([jnp.kron(jnp.eye(batch, dtype=w.dtype), a_fwd), a_grad])
     b = jnp.concatenate([z.ravel(), (dw.reshape(patch, cout) @ vt.T).ravel()])
     norms = jnp.linalg.norm(a, axis=1)
     scale = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 0.0)
     x, rank = _least_squares(a * scale[:, None], b * scale, with_rank=with_rank)
-    return x.reshape(in_shape), (a_fwd.T @ km.ravel()).reshape(in_shape), rank
+    dldx = jnp.einsum("qn,bq->bn", a_fwd, km.reshape(batch, positions * cout))
+    return x.reshape(batch, *in_shape), dldx.reshape(batch, *in_shape), rank
 
 
 def recover(model: Model, params: Params, update: Params, sign: jax.Array,
@@ -282,8 +302,9 @@ def recover(model: Model, params: Params, update: Params, sign: jax.Array,
     ranks = []
     for i in reversed(range(len(convs))):
         name = f"conv{i}"
-        x, dldx, rank = _solve_conv(params[name]["w"], update[name]["w"], convs[i], x, dldx,
-                                    shapes[i], slope, with_ranks)
+        x, dldx, rank = _solve_conv(params[name]["w"], update[name]["w"], convs[i], x[None],
+                                    dldx[None], shapes[i], slope, with_ranks)
+        x, dldx = x[0], dldx[0]
         ranks.append(rank)
     unknowns = jnp.asarray([math.prod(s) for s in shapes[:-1]], jnp.int32)
     return Result(x, jnp.stack(ranks[::-1]).astype(jnp.int32), unknowns, u)
@@ -294,3 +315,58 @@ def recover_victims(model: Model, params: Params, updates: Params, signs: jax.Ar
                     input_shape: tuple[int, int, int]) -> Result:
     """:func:`recover` vmapped over victims (leading axis of ``updates`` and ``signs``)."""
     return jax.vmap(lambda u, s: recover(model, params, u, s, input_shape))(updates, signs)
+
+
+def recover_from_features(model: Model, params: Params, update: Params, signs: jax.Array,
+                          features: jax.Array, input_shape: tuple[int, int, int],
+                          with_ranks: bool = True) -> Result:
+    """R-GAP's recursion on a batch's gradient, started from the examples' features.
+
+    At batch B > 1 the linear layer's gradient mixes the B feature maps
+    (:func:`rank_analysis`), so this function is handed them (``features``: the
+    linear layer's inputs, an oracle no honest-but-curious server has) and shows how
+    far the convolutions' systems, one per layer with the B examples' forward
+    constraints and the shared gradient constraints, would carry the recursion: the
+    inputs come back when every layer's rank equals its ``batch * unknowns``. With
+    ``B = 1`` this is :func:`recover` with the margin read off the features.
+
+    Args:
+      model: cnn6 or cnn6d.
+      params: the weights.
+      update: the gradient of the batch's mean logistic loss (:func:`client_gradient`).
+      signs: (B,) the labels.
+      features: (B, n) the linear layer's inputs.
+      input_shape: (H, W, C).
+      with_ranks: compute the numerical ranks (of B * unknowns each).
+
+    Returns:
+      A :class:`Result` with ``image`` (B, H, W, C), ``margin`` (B,) and ``unknowns``
+      per example.
+    """
+    convs = _convs(model)
+    slope = dict(model.options).get("slope", cnn6_lib.SLOPE)
+    shapes = cnn6_lib.feature_shapes(tuple(input_shape), convs)
+    batch = features.shape[0]
+    w_fc = params["fc"]["w"][:, 0]
+    u = signs * (features @ w_fc)
+    dl_dmu = -signs * jax.nn.sigmoid(-u) / batch  # the loss is the batch mean
+    x = features.reshape(batch, *shapes[-1])
+    dldx = (dl_dmu[:, None] * w_fc[None]).reshape(batch, *shapes[-1])
+    ranks = []
+    for i in reversed(range(len(convs))):
+        name = f"conv{i}"
+        x, dldx, rank = _solve_conv(params[name]["w"], update[name]["w"], convs[i], x, dldx,
+                                    shapes[i], slope, with_ranks)
+        ranks.append(rank)
+    unknowns = jnp.asarray([math.prod(s) for s in shapes[:-1]], jnp.int32)
+    return Result(x, jnp.stack(ranks[::-1]).astype(jnp.int32), unknowns, u)
+
+
+def features(model: Model, params: Params, x: jax.Array) -> jax.Array:
+    """The linear layer's inputs (B, n) of a batch (the oracle of
+    :func:`recover_from_features`)."""
+    for n, spec in zip((f"conv{i}" for i in range(len(_convs(model)))), _convs(model),
+                       strict=True):
+        x = cnn6_lib.leaky_relu(cnn6_lib.conv_apply(params[n]["w"], x, spec),
+                                dict(model.options).get("slope", cnn6_lib.SLOPE))
+    return x.reshape(x.shape[0], -1)
