@@ -64,6 +64,10 @@ the first steps, a lower bound), ``flops_per_victim_iter`` (XLA's cost analysis 
 compiled chunk divided by the victims: a ``lax.scan`` body is counted once, so this is
 one step; the PyTorch rows carry jgi's count for the same step), and ``peak_fraction``
 (achieved FLOP/s over the float32 matmul peak measured at the start of the same run).
+
+``--profile``: every ``jgi-vmap*`` chunk is also traced (:func:`profile_chunk`) and
+its time printed by the source line that emitted each XLA operation and by operation
+kind, so the next bottleneck is named (``profile`` in the record).
 """
 
 from __future__ import annotations
@@ -357,6 +361,127 @@ def torch_check(setup: Setup, built: dict) -> dict[str, float]:
     return errors
 
 
+# ---------------------------------------------------------------------------- profile
+
+
+def _hlo_tables(hlo_text: str) -> dict[str, dict[int, str]]:
+    """The FileNames / FunctionNames / FileLocations / StackFrames tables of HLO text."""
+    tables: dict[str, dict[int, str]] = {}
+    current = None
+    for line in hlo_text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            current = tables.setdefault(line, {})
+            continue
+        if current is not None:
+            head, _, rest = line.partition(" ")
+            if not head.isdigit():
+                current = None
+                continue
+            current[int(head)] = rest.strip().strip('"')
+    return tables
+
+
+def _field(entry: str, name: str) -> int:
+    import re  # pylint: disable=g-import-not-at-top
+    m = re.search(rf"{name}=(\d+)", entry)
+    return int(m.group(1)) if m else 0
+
+
+def hlo_sources(hlo_text: str, depth: int = 2) -> dict[str, tuple[str, str]]:
+    """Instruction name -> (source, op) from the compiled module's metadata.
+
+    ``source`` is the innermost ``depth`` frames of the Python stack that emitted the
+    instruction (``file:function:line``, innermost first); ``op`` is the last part of
+    its ``op_name`` (``dot_general``, ``pad``, ...) prefixed by how deep it sits in the
+    nested derivatives (``jvp(``/``transpose(`` in the name stack): ``fwd`` (at most one:
+    the objective's forward pass), ``d1`` (two: the dummy update's backward pass) or
+    ``d2`` (three or more: the objective's gradient through that backward pass, the
+    double backward). A fusion carries its root instruction's metadata, so its whole
+    time goes to the root's source (e.g. Adam's update fused into the freeze's select).
+    A frame's printed ``parent_frame_id`` is its parent's id plus one (0: none).
+    """
+    import re  # pylint: disable=g-import-not-at-top
+    t = _hlo_tables(hlo_text)
+    files, funcs = t.get("FileNames", {}), t.get("FunctionNames", {})
+    locs, frames = t.get("FileLocations", {}), t.get("StackFrames", {})
+
+    def loc_name(loc_id):
+        e = locs.get(loc_id, "")
+        return (f"{Path(files.get(_field(e, 'file_name_id'), '?')).name}:"
+                f"{funcs.get(_field(e, 'function_name_id'), '?').split('.')[-1]}:"
+                f"{_field(e, 'line')}")
+
+    def stack(frame_id):
+        out, seen = [], set()
+        while frame_id in frames and frame_id not in seen and len(out) < depth:
+            seen.add(frame_id)
+            e = frames[frame_id]
+            out.append(loc_name(_field(e, "file_location_id")))
+            frame_id = _field(e, "parent_frame_id") - 1
+        return " < ".join(out) or "?"
+
+    sources = {}
+    pattern = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{([^}]*)\}")
+    for line in hlo_text.splitlines():
+        m = pattern.match(line)
+        if not m:
+            continue
+        meta = m.group(2)
+        op_name = re.search(r'op_name="([^"]*)"', meta)
+        op_name = op_name.group(1) if op_name else ""
+        order = op_name.count("jvp(") + op_name.count("transpose(")
+        kind = op_name.rsplit("/", 1)[-1] if op_name else "?"
+        prefix = "fwd" if order <= 1 else ("d1" if order == 2 else "d2")
+        frame = re.search(r"stack_frame_id=(\d+)", meta)
+        sources[m.group(1)] = (stack(int(frame.group(1))) if frame else "?",
+                               f"{prefix} {kind}")
+    return sources
+
+
+def profile_chunk(impl, calls: int = 2, top: int = 12, out=sys.stdout) -> dict[str, Any]:
+    """Share of a compiled chunk's time by operation, from a ``jax.profiler`` trace.
+
+    Runs ``calls`` timed calls of ``impl`` (a :class:`JgiVmap`) under
+    ``jax.profiler.trace`` (perfetto JSON), sums the duration of every event named
+    after an instruction of the compiled module (XLA:CPU records one per executed
+    thunk: a fusion, a dot, a copy), and groups the instructions by the Python source
+    that emitted them (:func:`hlo_sources`) and by operation kind. Prints the ``top``
+    groups of each and returns them as fractions of the summed op time.
+    """
+    import collections  # pylint: disable=g-import-not-at-top
+    import gzip  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
+
+    sources = hlo_sources(impl.compiled.as_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(calls):
+                impl()
+        trace = sorted(Path(tmp).rglob("*.trace.json.gz"))
+        events = json.load(gzip.open(trace[-1]))["traceEvents"] if trace else []
+    by_source, by_op = collections.Counter(), collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") != "X" or name not in sources:
+            continue
+        source, op = sources[name]
+        by_source[source] += e.get("dur", 0)
+        by_op[op] += e.get("dur", 0)
+    total = sum(by_source.values())
+    result = {"op_seconds": total / 1e6 / calls,
+              "by_source": {k: v / total for k, v in by_source.most_common(top)} if total
+              else {},
+              "by_op": {k: v / total for k, v in by_op.most_common(top)} if total else {}}
+    print(f"profile: {total / 1e3 / calls:.1f} ms of XLA ops per call "
+          f"({impl.victims_timed} victims); share by source (innermost frames):", file=out)
+    for k, v in result["by_source"].items():
+        print(f"  {100 * v:5.1f}%  {k}", file=out)
+    print("share by operation (fwd / d1 derivative / d2 double backward):", file=out)
+    for k, v in result["by_op"].items():
+        print(f"  {100 * v:5.1f}%  {k}", file=out)
+    return result
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -501,6 +626,14 @@ def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, n
             t = time.perf_counter()
             b()
             times[impl].append(time.perf_counter() - t)
+    profiles = {}
+    if getattr(args, "profile", False):
+        out = sys.stderr if args.json else sys.stdout
+        for (impl, _), b in built.items():
+            if impl.startswith("jgi-vmap"):
+                print(f"\n{model_name} {shape_name} {attack} {num_victims} victims {impl}:",
+                      file=out)
+                profiles[impl] = profile_chunk(b, out=out)
     device = jax.devices()[0]
     records = []
     for (impl, threads), b in built.items():
@@ -521,6 +654,8 @@ def run_config(model_name, shape_name, attack, num_victims, impls, args, peak, n
             "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
             "num_devices": len(jax.devices()), "load_avg_1m": round(os.getloadavg()[0], 2),
         })
+        if impl in profiles:
+            records[-1]["profile"] = profiles[impl]
     return records
 
 
@@ -590,6 +725,9 @@ def main(argv=None) -> None:
                         help="clients trained at once (FedAvgConfig.client_batch; default all)")
     parser.add_argument("--fl-batches", type=int, default=8,
                         help="local batches of 64 per client in the timed round")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, trace every jgi-vmap chunk with jax.profiler and "
+                             "print its time by source line and operation (profile_chunk)")
     parser.add_argument("--json", action="store_true", help="print only JSON lines")
     args = parser.parse_args(argv)
     args.torch_threads = sorted({int(t) for t in _csv(parser, args.torch_threads, None,

@@ -122,8 +122,19 @@ def cvb_eps_shape(batch: int, height: int, width: int, channels: int) -> tuple[i
 
 
 def cvb_apply(params: dict, x: jax.Array, eps: jax.Array, beta: float, *,
-              conv_impl: str = "patches"):
-    """CVB on a feature map (B, H, W, C). Returns ``(decoded (B, H, W, C), beta * KL)``."""
+              conv_impl: str = "patches", fused: bool = False):
+    """CVB on a feature map (B, H, W, C). Returns ``(decoded (B, H, W, C), beta * KL)``.
+
+    ``fused=True`` computes the same function as one convolution with ``mu``'s and
+    ``sigma``'s kernels side by side (k, k, C, 2K), split after, and the 1x1 decoder as
+    a plain channel matmul: the k x k patches of x are multiplied once by a matrix of
+    2K columns instead of twice by K, and no 1-tap patch copy is made for the decoder.
+    Equal to the plain formulation to float32 rounding, values and gradients to second
+    order (``tests/models/test_bottleneck_fused.py``). Issue 23; not yet timed against
+    the plain one on a quiet machine, hence off by default.
+    """
+    if fused:
+        return _cvb_apply_fused(params, x, eps, beta, conv_impl=conv_impl)
     mu = layers.conv(params["mu"], x, stride=1, padding="SAME", impl=conv_impl, name="cvb.mu")
     s = layers.conv(params["sigma"], x, stride=1, padding="SAME", impl=conv_impl,
                     name="cvb.sigma")
@@ -134,4 +145,23 @@ def cvb_apply(params: dict, x: jax.Array, eps: jax.Array, beta: float, *,
     kl = jnp.mean(jnp.sum(kl_standard_normal(mu, sigma), axis=-1))
     out = layers.conv(params["decoder"], z, stride=1, padding="SAME", impl=conv_impl,
                       name="cvb.decoder")
+    return out, beta * kl
+
+
+def _cvb_apply_fused(params: dict, x: jax.Array, eps: jax.Array, beta: float, *,
+                     conv_impl: str):
+    w_mu, w_sigma, w_dec = params["mu"]["w"], params["sigma"]["w"], params["decoder"]["w"]
+    k = w_mu.shape[-1]
+    stats = layers.conv({"w": jnp.concatenate([w_mu, w_sigma], axis=-1)}, x, stride=1,
+                        padding="SAME", impl=conv_impl, name="cvb.mu_sigma")
+    mu, s = stats[..., :k], stats[..., k:]
+    sigma = jax.nn.softplus(jnp.clip(s, -5.0, 5.0))
+    if eps.shape != mu.shape:
+        raise ValueError(f"cvb: eps of shape {eps.shape}, expected {mu.shape}.")
+    z = mu + eps * sigma
+    kl = jnp.mean(jnp.sum(kl_standard_normal(mu, sigma), axis=-1))
+    if w_dec.shape[:2] != (1, 1):
+        raise ValueError(f"cvb: the fused formulation needs a 1x1 decoder, got kernel "
+                         f"{w_dec.shape[:2]}; use fused=False.")
+    out = jnp.einsum("bhwk,kc->bhwc", z, w_dec[0, 0])
     return out, beta * kl

@@ -48,3 +48,35 @@ def test_fedavg_flops_per_sample_do_not_depend_on_client_batch():
     assert flops[None] > 1e6
     for client_batch in (1, 2):
         assert flops[client_batch] == pytest.approx(flops[None], rel=0.05), flops
+
+
+HLO = """HloModule jit_chunk
+
+FileNames
+1 "/x/jgi/models/layers.py"
+2 "/x/jgi/models/bottleneck.py"
+FunctionNames
+1 "conv"
+2 "cvb_apply"
+FileLocations
+1 {file_name_id=1 function_name_id=1 line=119 end_line=119 column=1 end_column=2}
+2 {file_name_id=2 function_name_id=2 line=127 end_line=127 column=1 end_column=2}
+StackFrames
+1 {file_location_id=2 parent_frame_id=1}
+2 {file_location_id=1 parent_frame_id=2}
+
+ENTRY %main {
+  %dot.1 = f32[2]{0} dot(%a, %b), metadata={op_name="DOT_NAME" stack_frame_id=2}
+  ROOT %pad_fusion.3 = f32[2]{0} fusion(%c), metadata={op_name="PAD_NAME" stack_frame_id=1}
+}
+""".replace("DOT_NAME", "jit(chunk)/vmap(transpose(jvp(transpose(jvp(bhwp,po->bhwo)))))/"
+            "dot_general").replace("PAD_NAME", "jit(chunk)/vmap(jvp())/pad")
+
+
+def test_hlo_sources_names_the_python_line_and_derivative_order():
+    # The profile's attribution: frame 2 (layers.py:conv) was called from frame 1
+    # (bottleneck.py:cvb_apply); a printed parent_frame_id is the parent's id + 1.
+    sources = attack_throughput.hlo_sources(HLO)
+    assert sources["dot.1"] == ("layers.py:conv:119 < bottleneck.py:cvb_apply:127",
+                                "d2 dot_general")
+    assert sources["pad_fusion.3"] == ("bottleneck.py:cvb_apply:127", "fwd pad")
