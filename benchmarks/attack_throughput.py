@@ -22,6 +22,10 @@ Implementations (``--impls``):
   :data:`jgi.attacks.runner.CPU_VICTIM_TILE` on CPU (``victim_tile=None``).
 - ``jgi-vmap-laxconv`` (CNN only): the same with ``lax.conv_general_dilated``
   convolutions, whose per-victim weight gradients XLA lowers to grouped convolutions.
+- ``jgi-vmap-cvbfused`` (attacks on CVB): the same with CVB's fused formulation
+  (:func:`jgi.models.bottleneck.cvb_apply` with ``fused=True``: one convolution for
+  ``mu`` and ``sigma``, the 1x1 decoder as a matmul), switched on only while the chunk
+  is traced (:func:`cvb_fused`).
 - ``jgi-loop``: the same compiled chunk for one victim, called once per victim from
   Python (one victim at a time, as most attack code runs).
 - ``torch-sequential``, ``torch-func-vmap`` and ``torch-func-vmap-compile`` (IG on the
@@ -73,7 +77,9 @@ kind, so the next bottleneck is named (``profile`` in the record).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -88,6 +94,7 @@ import jax.numpy as jnp
 from jgi import defenses, fl, models
 from jgi.attacks import ATTACKS, ig, mimic, runner
 from jgi.fl import fedavg
+from jgi.models import bottleneck
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch_reference  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -97,7 +104,7 @@ BENCH_MODELS = ("cnn", "resnet18", "vit")
 HEAVY_DEFAULT_VICTIMS = (1, 8)
 ATTACK_STACKS = {"ig": "none", "dia": "dropout", "vbia": "cvb", "cdia": "dropout,prune,cvb"}
 IMPLS = ("jgi-vmap", "jgi-loop", "jgi-vmap-plain", "jgi-vmap-untiled", "jgi-vmap-laxconv",
-         "torch-sequential", "torch-func-vmap", "torch-func-vmap-compile")
+         "jgi-vmap-cvbfused", "torch-sequential", "torch-func-vmap", "torch-func-vmap-compile")
 DEFAULT_IMPLS = ("jgi-vmap", "jgi-loop", "torch-sequential", "torch-func-vmap")
 
 
@@ -304,6 +311,18 @@ class TorchImpl:
         self.attack.step(self.iters)
 
 
+@contextlib.contextmanager
+def cvb_fused():
+    """Traces CVB with ``fused=True`` inside the block (a benchmark-only switch: the
+    models call ``jgi.models.bottleneck.cvb_apply`` at trace time)."""
+    original = bottleneck.cvb_apply
+    bottleneck.cvb_apply = functools.partial(original, fused=True)
+    try:
+        yield
+    finally:
+        bottleneck.cvb_apply = original
+
+
 def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
               loop_victims: int, torch_threads: int | None = None,
               torch_backend: str | None = None):
@@ -315,6 +334,10 @@ def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
         return JgiVmap(setup_for(None), iters, loop_victims, tiled=False)
     if impl == "jgi-vmap-laxconv":
         return JgiVmap(setup_for("lax"), iters, loop_victims)
+    if impl == "jgi-vmap-cvbfused":
+        setup = setup_for(None)
+        with cvb_fused():
+            return JgiVmap(setup, iters, loop_victims)
     if impl == "jgi-loop":
         return JgiLoop(setup_for(None), iters, loop_victims)
     return TorchImpl(impl, setup_for(None), iters, loop_victims, torch_threads,
@@ -324,6 +347,8 @@ def make_impl(impl: str, setup_for: Callable[[str | None], Setup], iters: int,
 def skip_reason(impl: str, model_name: str, attack: str) -> str | None:
     if impl == "jgi-vmap-laxconv" and model_name != "cnn":
         return "conv_impl='lax' is a CNN option"
+    if impl == "jgi-vmap-cvbfused" and "cvb" not in ATTACK_STACKS[attack]:
+        return "the attack's stack has no CVB"
     if impl.startswith("torch-"):
         if not torch_reference.available():
             return torch_reference.why_unavailable()
