@@ -18,10 +18,11 @@ domain: the shipped MNIST generator):
 - ``ig``: :mod:`jgi.attacks.ig` on the same update (it knows the model, so dropout and
   PRECODE are in its forward pass, but it does not reapply DP or pruning).
 
-Defenses (``--defenses``, comma list): ``none``; ``dp:SIGMA`` (DP-SGD with clip norm
-``--dp-clip``, default 20 as the core paper, and noise multiplier SIGMA: the noise's
-standard deviation is 20 x SIGMA per entry, against an RMS gradient entry of ~0.02-0.03
-for this MLP at its initialisation and an update norm of 8-14, below the clip);
+Defenses (``--defenses``, comma list): ``none``; ``dp:SIGMA[:CLIP]`` (DP-SGD with clip
+norm CLIP, default ``--dp-clip`` = 20 as the core paper, and noise multiplier SIGMA: the
+noise's standard deviation is CLIP x SIGMA per entry, against an RMS gradient entry of
+~0.02-0.03 for this MLP at its initialisation and an update norm of 8-14: a clip of 20
+never binds, a clip of 1 always does);
 ``prune:FRACTION`` (each layer's smallest entries zeroed); ``dropout`` (rate 0.25, the
 core paper's); ``precode`` (PRECODE's bottleneck; the MLP has no feature map for CVB).
 
@@ -66,8 +67,9 @@ def parse_defense(text: str, dp_clip: float) -> defenses.DefenseStack:
         if name == "none" and not value:
             return defenses.NO_DEFENSE
         if name == "dp":
+            sigma, _, clip = value.partition(":")
             return defenses.DefenseStack(dp=defenses.DPConfig(
-                clip_norm=dp_clip, noise_multiplier=float(value)))
+                clip_norm=float(clip) if clip else dp_clip, noise_multiplier=float(sigma)))
         if name == "prune":
             return defenses.DefenseStack(prune=float(value))
         if name == "dropout":
@@ -76,8 +78,9 @@ def parse_defense(text: str, dp_clip: float) -> defenses.DefenseStack:
             return defenses.DefenseStack(bottleneck=name)
     except ValueError as e:
         raise ValueError(f"--defenses item {text!r}: {e}") from e
-    raise ValueError(f"--defenses item {text!r} is not one of none, dp:SIGMA, "
-                     "prune:FRACTION, dropout[:RATE], precode (e.g. dp:1e-3, prune:0.9).")
+    raise ValueError(f"--defenses item {text!r} is not one of none, dp:SIGMA[:CLIP], "
+                     "prune:FRACTION, dropout[:RATE], precode (e.g. dp:1e-3, dp:1e-3:1, "
+                     "prune:0.9).")
 
 
 def gradient_level(stack: defenses.DefenseStack) -> bool:
