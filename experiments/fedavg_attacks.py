@@ -170,7 +170,8 @@ def run_setting(model, dataset, setting: Setting, attacks, args, attack_config, 
             grids.mkdir(exist_ok=True)
             figures.reconstruction_grid(
                 originals[scores["rows"]], images[scores["cols"]], scores["ssim"],
-                grids / f"K{setting.clients}_B{setting.batch}_E{setting.epochs}_{name}.png",
+                grids / f"K{setting.clients}_B{setting.batch}_E{setting.epochs}_{name}"
+                        f"{'-' + args.dlg_scale if rec.recovered_labels else ''}.png",
                 title=f"{name}: K={setting.clients} (n={n}), B={setting.batch}, "
                       f"E={setting.epochs}", max_images=20, columns=10)
         yield row

@@ -38,7 +38,7 @@ def test_one_setting_writes_rows_and_a_rerun_resumes(tmp_path, capsys):
     assert 0.0 < rows[0]["ssim_mean"] < 1.0 and rows[0]["recovered_labels"]
     # DLG's labels are its own: scored against the matched originals' and as a multiset.
     assert 0.0 <= rows[0]["label_accuracy"] <= 1.0 and rows[0]["label_count_error"] is not None
-    assert (tmp_path / "grids" / "K6_B4_E1_dlg.png").stat().st_size > 0
+    assert (tmp_path / "grids" / "K6_B4_E1_dlg-raw.png").stat().st_size > 0
     capsys.readouterr()
     assert fedavg_attacks.main(flags) == 0  # everything done: no new row, same table
     out = capsys.readouterr()
