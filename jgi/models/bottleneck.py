@@ -152,12 +152,12 @@ def _cvb_apply_fused(params: dict, x: jax.Array, eps: jax.Array, beta: float, *,
                      conv_impl: str):
     w_mu, w_sigma, w_dec = params["mu"]["w"], params["sigma"]["w"], params["decoder"]["w"]
     k = w_mu.shape[-1]
+    if eps.shape != (*x.shape[:-1], k):
+        raise ValueError(f"cvb: eps of shape {eps.shape}, expected {(*x.shape[:-1], k)}.")
     stats = layers.conv({"w": jnp.concatenate([w_mu, w_sigma], axis=-1)}, x, stride=1,
                         padding="SAME", impl=conv_impl, name="cvb.mu_sigma")
     mu, s = stats[..., :k], stats[..., k:]
     sigma = jax.nn.softplus(jnp.clip(s, -5.0, 5.0))
-    if eps.shape != mu.shape:
-        raise ValueError(f"cvb: eps of shape {eps.shape}, expected {mu.shape}.")
     z = mu + eps * sigma
     kl = jnp.mean(jnp.sum(kl_standard_normal(mu, sigma), axis=-1))
     if w_dec.shape[:2] != (1, 1):
