@@ -9,10 +9,18 @@ Parts (``--parts``, comma separated):
 - ``analytic``: Phong et al.'s dense-layer recovery on the MLP (``jgi.attacks.analytic``)
   for ``--victims`` single images (batch 1: exact) and the batch-1 formula on batches of
   4 (a mixture; each original is paired with the closest of the mixtures).
+- ``pure``: an attacker-side rule for the MLP's first-layer units that hold one image
+  at batch > 1 (``analytic.pick_pure_units``: a twin ratio, inside the pixel range),
+  scored against the ground truth for the batch sizes ``--pure-batches``.
 - ``rtf``: Robbing the Fed (``jgi.attacks.rtf``) on ``imprint+mlp``: the share of
   exactly recovered images against the batch size and the bin count on one gradient,
   through a FedAvg multi-step update (2 local epochs) at two learning rates, and through
   the sum of 10 clients' gradients, at gain 1 and at NotEasy's 1e-3.
+- ``rtf_cifar``: RTF with ``--rtf-backbones`` (ResNet-18) behind the imprint block on
+  CIFAR-10, one gradient at each of ``--rtf-batches``, 100 bins.
+- ``fedavg``: the imprint block's cost to FedAvg: test accuracy per round of
+  ``--fedavg-backbones`` with and without it on CIFAR-10 (a small IID federation,
+  ``--fedavg-clients`` x ``--fedavg-images``, ``--fedavg-rounds`` rounds).
 - ``training``: one client's local epoch (SGD lr 0.1, batch 32) of the bare backbones
   (``--train-backbones``) and of the same with the imprint block at gain 1e-3 and 1: the
   training loss during and after it (the "blows up" trap).
@@ -22,6 +30,12 @@ Parts (``--parts``, comma separated):
   the attack separates (NotEasy's setting).
 - ``rgap``: R-GAP (``jgi.attacks.rgap``) on CNN6 and CNN6-d at ``--rgap-size`` pixels
   (CIFAR-10 crops), with the per-layer rank analysis.
+- ``rgap_batch``: R-GAP on the gradient of a batch: the rank counts against the batch
+  size (``--rgap-count-batches``), the attack as stated (one example assumed) on
+  ``--rgap-victims`` batches of each size in ``--rgap-batches`` on CNN6 (each result
+  paired with the closest batch member, and its distance from any mixture of the
+  batch), and the recursion started from the examples' features (an oracle) at
+  ``--rgap-oracle-size`` with each layer's numerical rank.
 
 Every row: mean SSIM, median PSNR (capped at 150 dB), mean MSE against the originals
 in [0, 1], and the share of "exact" recoveries (PSNR above 60 dB). Grids go to
@@ -41,11 +55,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jgi import data, figures, fl, metrics, models, report
+from jgi.fl import fedavg
 from jgi.attacks import analytic, cpa, rgap, rtf
 from jgi.defenses.stack import NO_DEFENSE
 from jgi.models import imprint
 
-PARTS = ("analytic", "rtf", "training", "cpa", "rgap")
+PARTS = ("analytic", "rtf", "training", "cpa", "rgap", "rgap_batch", "pure",
+         "rtf_cifar", "fedavg")
 EXACT_PSNR = 60.0  # dB: MSE below 1e-6 on [0, 1] images
 
 
@@ -169,6 +185,65 @@ def run_rtf(ds, args, workdir):
     return rows
 
 
+def run_rtf_cifar(cifar, args, workdir):
+    """RTF with each of ``--rtf-backbones`` behind the imprint block on CIFAR-10: the
+    share of exact images from one gradient at each of ``--rtf-batches`` (100 bins)."""
+    info, shape = cifar.info, cifar.info.image_shape
+    mu, sd = imprint.brightness_statistics(data.normalize(cifar.x_test[:500], info))
+    bins = max(args.rtf_bins)
+    rows = []
+    for backbone in args.rtf_backbones:
+        model = imprint.imprint_model(models.get(backbone, num_classes=info.num_classes),
+                                      bins, gain=1.0, brightness_mean=mu, brightness_std=sd)
+        params = jax.jit(model.init, static_argnums=1)(jax.random.key(args.seed), shape)
+        for batch in args.rtf_batches:
+            x01 = cifar.x_train[:batch]
+            x = jnp.asarray(data.normalize(x01, info))
+            y = jnp.asarray(cifar.y_train[:batch])
+            tag = f"rtf_cifar_{backbone}_b{batch}" if batch == max(args.rtf_batches) else ""
+            rows.append(_rtf_rows(model, params, cifar, x01, x, y,
+                                  f"imprint+{backbone}, CIFAR-10, {bins} bins, batch {batch}, "
+                                  "one gradient", workdir, tag))
+    return rows
+
+
+def imprint_fedavg_accuracy(cifar, args) -> list[str]:
+    """FedAvg test accuracy per round of each of ``--fedavg-backbones`` with and without
+    the imprint block (gain 1, 100 bins) on CIFAR-10: ``--fedavg-clients`` IID clients
+    of ``--fedavg-images`` training images each, ``--fedavg-rounds`` rounds of one
+    local epoch (Adam 1e-3, batch 32: the core paper's client), tested on
+    ``--fedavg-test`` test images."""
+    info, shape = cifar.info, cifar.info.image_shape
+    mu, sd = imprint.brightness_statistics(data.normalize(cifar.x_test[:500], info))
+    n_clients, per = args.fedavg_clients, args.fedavg_images
+    n = n_clients * per
+    x = data.normalize(cifar.x_train[:n], info).reshape(n_clients, per, *shape)
+    y = np.asarray(cifar.y_train[:n]).reshape(n_clients, per)
+    clients = fedavg.ClientData(jnp.asarray(x), jnp.asarray(y), jnp.asarray(x[:, :32]),
+                                   jnp.asarray(y[:, :32]))
+    x_test = jnp.asarray(data.normalize(cifar.x_test[:args.fedavg_test], info))
+    y_test = jnp.asarray(cifar.y_test[:args.fedavg_test])
+    config = fedavg.FedAvgConfig(rounds=args.fedavg_rounds, batch_size=32,
+                                    patience=args.fedavg_rounds, eval_batch_size=100)
+    lines = []
+    for backbone in args.fedavg_backbones:
+        bare = models.get(backbone, num_classes=info.num_classes)
+        for label, model in ((backbone, bare), (f"imprint+{backbone} gain 1",
+                                                imprint.imprint_model(bare, 100, 1.0,
+                                                                      brightness_mean=mu,
+                                                                      brightness_std=sd))):
+            res = fedavg.train(model, NO_DEFENSE, clients, x_test, y_test,
+                                  jax.random.key(args.seed), config, progress=False)
+            acc = " / ".join(f"{a:.3f}" for a in res.history["test_accuracy"])
+            loss = " / ".join(f"{a:.3f}" for a in res.history["train_loss"])
+            lines.append(f"| {label} | {acc} | {loss} | {res.wall_seconds:.0f} |")
+    return ["", f"FedAvg with and without the imprint block (CIFAR-10, {n_clients} IID "
+            f"clients x {per} images, {args.fedavg_rounds} rounds of 1 local epoch, Adam "
+            f"1e-3, batch 32; {args.fedavg_test} test images):", "",
+            "| model | test accuracy per round | mean train loss per round | seconds |",
+            "|---|---|---|---|", *lines]
+
+
 def imprint_training_losses(ds, args) -> list[str]:
     """One client's local epoch: mean loss of each bare backbone and with the imprint
     block, and the share of (image, bin) pairs still active after it."""
@@ -264,6 +339,135 @@ def run_rgap(ds, args, workdir):
     return rows, ranks
 
 
+def run_pure_units(ds, args, workdir) -> list[str]:
+    """The attacker-side rule for the MLP's pure first-layer units at batch > 1
+    (``analytic.pick_pure_units``): how many units it picks, how many of them are an
+    image of the batch exactly (precision), how many of the batch's images it finds
+    (recall), against the share of images that some unit (or two) isolates."""
+    info, shape = ds.info, ds.info.image_shape
+    model = models.get("mlp", num_classes=info.num_classes)
+    params = model.init(jax.random.key(args.seed), shape)
+    lo = float((0.0 - info.mean[0]) / info.std[0])
+    hi = float((1.0 - info.mean[0]) / info.std[0])
+    lines = []
+    for b in args.pure_batches:
+        n = args.pure_victims * b
+        x = jnp.asarray(data.normalize(ds.x_train[:n], info)).reshape(args.pure_victims, b,
+                                                                    *shape)
+        y = jnp.asarray(ds.y_train[:n]).reshape(args.pure_victims, b)
+        upd = jax.jit(jax.vmap(lambda a, c: fl.client_update(model, params, a, c)))(x, y)
+        inputs, picked = jax.jit(jax.vmap(lambda u: analytic.pick_pure_units(
+            u["hidden"], lower=lo, upper=hi)))(upd)
+        flat = np.asarray(x.reshape(args.pure_victims, b, -1))
+        inputs, picked = np.asarray(inputs), np.asarray(picked)
+        # ground truth: a unit is pure for image n when only n activates it
+        pre = np.einsum("vbi,ih->vbh", flat, np.asarray(params["hidden"]["w"])) + \
+            np.asarray(params["hidden"]["b"])
+        act = pre > 0
+        pure = act & (act.sum(axis=1, keepdims=True) == 1)  # (v, b, units)
+        n_pure = pure.sum(axis=2)
+        good = found = n_picked = 0
+        for v in range(args.pure_victims):
+            cand = inputs[v][picked[v]]
+            n_picked += len(cand)
+            if not len(cand):
+                continue
+            # [0, 1] MSE of every pick against every image: exact below 1e-6 (60 dB)
+            d = np.mean((cand[:, None] - flat[v][None]) ** 2, axis=2) * info.std[0] ** 2
+            good += int(np.sum(d.min(axis=1) < 1e-6))
+            found += int(np.sum(d.min(axis=0) < 1e-6))
+        lines.append(f"| {b} | {args.pure_victims} | {n_picked / args.pure_victims:.2f} | "
+                     f"{good / max(n_picked, 1):.3f} | {found / n:.3f} | "
+                     f"{np.mean(n_pure >= 1):.3f} | {np.mean(n_pure >= 2):.3f} |")
+    return ["", f"Pure first-layer units of the MLP ({info.name}, untrained, one gradient): "
+            "the attacker's rule (a twin ratio within relative 1e-5 and inside the pixel range) "
+            "against the ground truth:", "",
+            "| batch | batches | picked per batch | precision | recall | images with >= 1 "
+            "pure unit | with >= 2 |", "|---|---|---|---|---|---|---|", *lines]
+
+
+def _best_match(originals: np.ndarray, recovered: np.ndarray) -> tuple[np.ndarray, float]:
+    """The batch member closest (SSIM) to one recovered image, and how far the
+    recovered image is from any mixture of the batch (relative least-squares
+    residual; a diagnostic with the ground truth)."""
+    rec = np.clip(recovered, 0.0, 1.0)
+    s = np.asarray(metrics.ssim(originals, np.broadcast_to(rec, originals.shape)))
+    _, resid = analytic.mixture_weights(jnp.asarray(recovered.ravel()),
+                                        jnp.asarray(originals.reshape(len(originals), -1)))
+    return originals[int(np.argmax(s))], float(resid)
+
+
+def run_rgap_batch(ds, args, workdir):
+    """R-GAP on a batch's gradient: the attack as the paper states it (one example
+    assumed) on ``--rgap-victims`` batches of each size in ``--rgap-batches`` at
+    ``--rgap-size``, and the recursion started from the examples' features (an
+    oracle) at ``--rgap-oracle-size`` with its numerical ranks."""
+    size, victims = args.rgap_size, args.rgap_victims
+    rows, counts, oracle = [], [], []
+    for name in ("cnn6", "cnn6d"):
+        model = models.get(name)
+        for b in args.rgap_count_batches:
+            analysis = rgap.rank_analysis(model, (size, size, 3), b)
+            bad = [f"{r.layer} ({r.bound}/{r.unknowns})" for r in analysis if r.deficient]
+            counts.append(f"| {name} | {size}x{size} | {b} | {', '.join(bad) or 'none'} |")
+    model = models.get("cnn6")
+    shape = (size, size, 3)
+    params = model.init(jax.random.key(args.seed), shape)
+    # one compilation for every batch size: the gradient has the parameters' shapes
+    attack = jax.jit(jax.vmap(lambda p, g, s: rgap.recover(model, p, g, s, shape,
+                                                           with_ranks=False),
+                              in_axes=(None, 0, 0)))
+    for b in args.rgap_batches:
+        x01 = np.asarray(ds.x_train[:victims * b, :size, :size], np.float32).reshape(
+            victims, b, *shape)
+        x = jnp.asarray(x01)
+        signs = jax.vmap(lambda a: rgap.flipped_signs(model, params, a))(x)
+        grads = jax.vmap(lambda a, s: rgap.client_gradient(model, params, a, s))(x, signs)
+        # the attacker's one label for the batch: the majority's (ties +1)
+        guess = jnp.where(jnp.sum(signs, axis=1) >= 0, 1.0, -1.0)
+        t = time.time()
+        res = attack(params, grads, guess)
+        jax.block_until_ready(res)
+        seconds = time.time() - t
+        rec = np.asarray(res.image)
+        best, resid = zip(*(_best_match(x01[v], rec[v]) for v in range(victims)), strict=True)
+        bad = [r.layer for r in rgap.rank_analysis(model, shape, b) if r.deficient]
+        rows.append(_row("R-GAP", f"cnn6, {size}x{size} CIFAR-10, batch {b}, one gradient, "
+                         "closest batch member", np.stack(best), rec,
+                         f"mixture residual {np.mean(resid):.2f}; rank-deficient: "
+                         f"{', '.join(bad) or 'none'}; {seconds:.0f} s incl. compile"))
+        _grid(rows[-1], workdir, f"rgap_batch{b}")
+    osize = args.rgap_oracle_size
+    oshape = (osize, osize, 3)
+    for name in ("cnn6", "cnn6d"):
+        model = models.get(name)
+        params = model.init(jax.random.key(args.seed), oshape)
+        for b in args.rgap_oracle_batches:
+            x01 = np.asarray(ds.x_train[:b, :osize, :osize], np.float32)
+            x = jnp.asarray(x01)
+            signs = rgap.flipped_signs(model, params, x)
+            grad = rgap.client_gradient(model, params, x, signs)
+            feats = rgap.features(model, params, x)
+            # params as an argument: closed over, XLA constant-folds the scatters (minutes)
+            res = jax.jit(lambda p, g, s, f, m=model: rgap.recover_from_features(
+                m, p, g, s, f, oshape))(params, grad, signs, feats)
+            analysis = rgap.rank_analysis(model, oshape, b)
+            numeric = [f"{int(n)}/{a.unknowns}" + ("" if a.bound == a.unknowns else
+                                                   f" (bound {a.bound})")
+                       for n, a in zip(np.asarray(res.ranks), analysis[:-1], strict=True)]
+            err = float(np.mean((np.asarray(res.image) - x01) ** 2))
+            oracle.append(f"| {name} | {osize}x{osize} | {b} | {' | '.join(numeric)} | "
+                          f"{err:.2e} |")
+    lines = ["", "R-GAP at batch > 1: layers whose equations cannot determine their "
+             "unknowns (bound/unknowns), given the examples' outputs of the layer:", "",
+             "| model | input | batch | rank-deficient layers |", "|---|---|---|---|",
+             *counts, "", "R-GAP from the examples' features (oracle start): numerical "
+             "rank / unknowns per conv layer, input MSE:", "",
+             "| model | input | batch | conv0 | conv1 | conv2 | conv3 | conv4 | conv5 | MSE |",
+             "|---|---|---|---|---|---|---|---|---|---|", *oracle]
+    return rows, lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default=",".join(PARTS))
@@ -274,9 +478,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-source", default="auto", choices=data.SOURCES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--victims", type=int, default=16)
+    parser.add_argument("--pure-batches", default="2,4,8,16")
+    parser.add_argument("--pure-victims", type=int, default=8, help="pure: batches per size")
     parser.add_argument("--rtf-bins", default="32,100")
     parser.add_argument("--rtf-batches", default="8,32,64")
     parser.add_argument("--rtf-clients", type=int, default=10)
+    parser.add_argument("--rtf-backbones", default="resnet18", help="rtf_cifar: backbones")
+    parser.add_argument("--fedavg-backbones", default="cnn,resnet18")
+    parser.add_argument("--fedavg-clients", type=int, default=4)
+    parser.add_argument("--fedavg-images", type=int, default=64, help="per client")
+    parser.add_argument("--fedavg-rounds", type=int, default=3)
+    parser.add_argument("--fedavg-test", type=int, default=200)
     parser.add_argument("--rtf-laplace", type=int, default=1, choices=(0, 1),
                         help="add the row with bins at Laplace quantiles")
     parser.add_argument("--rtf-gains", default="0.001,1", help="FedAvg rows: imprint gains")
@@ -288,6 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpa-lr", type=float, default=5e-2)
     parser.add_argument("--rgap-size", type=int, default=32)
     parser.add_argument("--rgap-victims", type=int, default=1)
+    parser.add_argument("--rgap-batches", default="1,2,4",
+                        help="rgap_batch: batch sizes of the attack on one gradient")
+    parser.add_argument("--rgap-count-batches", default="1,2,4,5,8,13,16",
+                        help="rgap_batch: batch sizes of the rank counts")
+    parser.add_argument("--rgap-oracle-size", type=int, default=16)
+    parser.add_argument("--rgap-oracle-batches", default="1,2,3,4")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
@@ -299,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rtf_gains = [float(v) for v in args.rtf_gains.split(",") if v]
         args.rtf_lrs = [float(v) for v in args.rtf_lrs.split(",") if v]
         args.train_backbones = [v for v in args.train_backbones.split(",") if v]
+        args.rtf_backbones = [v for v in args.rtf_backbones.split(",") if v]
+        args.fedavg_backbones = [v for v in args.fedavg_backbones.split(",") if v]
+        for key in ("pure_batches", "rgap_batches", "rgap_count_batches", "rgap_oracle_batches"):
+            setattr(args, key, [int(v) for v in getattr(args, key).split(",") if v])
     except ValueError:
         parser.error("--rtf-bins, --rtf-batches, --rtf-gains and --rtf-lrs take "
                      "comma-separated numbers")
@@ -307,15 +529,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ds = data.load(args.dataset, data_dir=args.data_dir, source=args.data_source)
         cifar = (data.load("cifar10", data_dir=args.data_dir, source=args.data_source)
-                 if "rgap" in parts else None)
+                 if {"rgap", "rgap_batch", "rtf_cifar", "fedavg"} & set(parts) else None)
     except data.DataError as e:
         print(f"error: {e}")
         return 2
     rows, extra = [], []
     if "analytic" in parts:
         rows += run_analytic(ds, args, workdir)
+    if "pure" in parts:
+        extra += run_pure_units(ds, args, workdir)
     if "rtf" in parts:
         rows += run_rtf(ds, args, workdir)
+    if "rtf_cifar" in parts:
+        rows += run_rtf_cifar(cifar, args, workdir)
+    if "fedavg" in parts:
+        extra += imprint_fedavg_accuracy(cifar, args)
     if "training" in parts:
         extra += ["", f"Imprint training ({ds.info.name}, {args.train_samples} images, one "
                   "local epoch of SGD lr 0.1, batch 32, 100 bins):", "",
@@ -331,6 +559,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"relative tolerance {rgap.RANK_RTOL:g}):", "",
                   "| model | layer | unknowns | forward | gradient | new gradient | bound | "
                   "numerical rank |", "|---|---|---|---|---|---|---|---|", *ranks]
+    if "rgap_batch" in parts:
+        batch_rows, batch_lines = run_rgap_batch(cifar, args, workdir)
+        rows += batch_rows
+        extra += batch_lines
     lines = [f"Data: {ds.describe()}"]
     if rows:
         lines += ["", "| attack | setting | n | SSIM | PSNR (median, dB) | MSE | exact | notes |",

@@ -180,7 +180,7 @@ def mixture_weights(recovered: jax.Array, images: jax.Array) -> tuple[jax.Array,
     return lam, resid
 
 
-DUPLICATE_RTOL = 1e-3  # two unit ratios this close (relative L2) count as one image
+DUPLICATE_RTOL = 1e-5  # two unit ratios this close (relative L2) count as one image
 
 
 def pick_pure_units(layer_update: dict, rtol: float = DUPLICATE_RTOL,
