@@ -71,8 +71,10 @@ class SweepConfig:
       init: the dummy's initialisation ("normal", "uniform", "analytic").
       noise_variances: Gaussian noise variances added to the gradient (0: none).
       seed: model initialisation (key seed) and dummy (key seed + 1).
-      conv_impl: the LeNet's convolution formulation ("lax", fastest here, or "patches";
-        the same function).
+      conv_impl: the LeNet's convolution formulation ("patches" or "lax", the same
+        function). "patches": inside the runner (vmapped over victims, L-BFGS in a
+        while loop) lax's convolutions ran 2x slower at 256^2 (docs/results/highres.md),
+        although a lone objective evaluation is faster with lax.
       gradient_mode: the gradient term's derivative ("jvp", fastest, or
         "double-reverse"; :func:`jgi.attacks.highres.gradient_term`).
       data_dir: where PneumoniaMNIST's file is (None: ``JGI_DATA_DIR``).
@@ -87,7 +89,7 @@ class SweepConfig:
     init: str = "normal"
     noise_variances: tuple[float, ...] = (0.0,)
     seed: int = 0
-    conv_impl: str = "lax"
+    conv_impl: str = "patches"
     gradient_mode: str = "jvp"
     data_dir: str | None = None
 
@@ -274,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--init", default="normal")
     ap.add_argument("--noise-variances", default="0")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--conv-impl", default="lax")
+    ap.add_argument("--conv-impl", default="patches")
     ap.add_argument("--gradient-mode", default="jvp")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--progress", action="store_true", help="a progress bar per row (stderr)")

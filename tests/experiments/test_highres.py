@@ -36,7 +36,7 @@ def test_cli_writes_rows_tables_and_resumes(tmp_path, capsys, monkeypatch):
     rows = results.read_rows(out / "results.jsonl")
     assert len(rows) == 1 and all(r["iterations"] == 1 and r["upsampled"] for r in rows)
     assert rows[0]["variables"] == 16 * 16 * 3 and rows[0]["weights"] == [1.0, 1.5e-8, 1e-10]
-    assert (rows[0]["conv_impl"], rows[0]["gradient_mode"]) == ("lax", "jvp")  # the fast ones
+    assert (rows[0]["conv_impl"], rows[0]["gradient_mode"]) == ("patches", "jvp")  # defaults
     # Noise of variance 1e-2 on dW/db breaks the analytic step (exact without noise:
     # tests/attacks/test_highres.py); measured logit error 0.26.
     assert rows[0]["analytic_logit_error"] > 1e-2
