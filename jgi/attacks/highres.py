@@ -40,8 +40,10 @@ Choices where the paper is silent:
   reverse-mode over a forward-mode derivative along the gradient residual in parameter
   space (:func:`gradient_term`), the same value and gradient as autodiff's reverse over
   reverse ("double-reverse", what the paper's ``create_graph=True`` code computes) up to
-  float rounding, 1.2-2.3x faster per evaluation on the 2-core CPU at 64-512^2 (with
-  ``conv_impl="lax"``; ``benchmarks/highres_throughput.py``).
+  float rounding, 1.2-2.3x faster per lone evaluation on the 2-core CPU at 64-512^2
+  (with ``conv_impl="lax"``; ``benchmarks/highres_throughput.py``). Inside the runner
+  (vmapped over victims, L-BFGS in a while loop) the gain shrank to ~1.06x at 256^2 with
+  patch convolutions, and lax convolutions were 2x slower there (docs/results/highres.md).
 
 The analytic step (BREADTH.md section 3 note; :mod:`jgi.attacks.analytic`): for one
 image the classifier's input, the flattened output of the last convolution (after its
@@ -274,7 +276,8 @@ def gradient_term(model: Model, params: Params, x: jax.Array, label: jax.Array, 
     same value, with a custom derivative (:func:`_jvp_gradient_term`; only ``x`` gets a
     non-zero cotangent, the parameters, target and label are constants of the attack).
     Measured on CPU (``benchmarks/highres_throughput.py``, docs/results/highres.md):
-    "jvp" with ``lenet(..., conv_impl="lax")`` is the fastest combination.
+    for a lone evaluation "jvp" with ``lenet(..., conv_impl="lax")`` is the fastest
+    combination; inside the attack's runner, "jvp" with patch convolutions is.
     """
     if mode == "double-reverse":
         return gradient_distance(client_update(model, params, x, label), target, reduction)
