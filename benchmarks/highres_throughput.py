@@ -13,8 +13,9 @@ image, from an N(0, 1) dummy. Side by side, interleaved, median of ``--repeats``
   reverse over the reverse pass that computes the dummy's gradient);
 - ``jgi lax/double-reverse``: the same with ``lax.conv_general_dilated``;
 - ``jgi patches/jvp`` and ``jgi lax/jvp``: the image derivative as reverse over a
-  parameter-space JVP (:func:`jgi.attacks.highres.gradient_term`, ``mode="jvp"``); lax/jvp
-  is what ``experiments.highres`` runs by default;
+  parameter-space JVP (:func:`jgi.attacks.highres.gradient_term`, ``mode="jvp"``);
+  patches/jvp is what ``experiments.highres`` runs by default (a lone evaluation, as
+  here, favours lax; inside the vmapped runner lax was 2x slower, docs/results/highres.md);
 - ``torch``: the objective written the way the paper's code (built on DLG's) writes it:
   ``torch.nn`` LeNet (NCHW), ``torch.autograd.grad(loss, net.parameters(),
   create_graph=True)``, the sum of squared differences, TV and six-norm on the dummy,
