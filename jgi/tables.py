@@ -216,9 +216,11 @@ def table_rows(rows: Iterable[Row | dict[str, Any]]) -> list[list[str]]:
             "SSIM ↓", "ASR [%] ↓", "Authors' SSIM ↓", "Authors' ASR [%] ↓", "Accuracy [%] ↑",
             "Paper (CDIA) SSIM", "Paper (CDIA) ASR [%]", "Paper accuracy [%]"]]
     for r in aggregate(rows):
-        # Table 4's figures are CDIA's: other attacks' rows (e.g. PIG) get none
+        # Table 4's figures are CDIA's (cdia-dpia is a reading of it): other attacks' rows
+        # (e.g. PIG) get none
         paper = PAPER_TABLE4.get((r["dataset"], tuple(r["defenses"]))) \
-            if r["model"] == "cnn" and not r["settings"] and r["attack"] == "cdia" else None
+            if r["model"] == "cnn" and not r["settings"] and r["attack"] in ("cdia", "cdia-dpia") \
+            else None
         out.append([
             DATASET_LABELS.get(r["dataset"], r["dataset"]), r["model"],
             *defense_columns(r["defenses"]), _settings_cell(r),

@@ -76,6 +76,9 @@ ATTACKS = {
     "dia": dia.knowledge_for,
     "pig": pig.knowledge_for,
     "cdia": cdia.knowledge_for,
+    # Opt-in: CDIA with DPIA's noise estimate where DP is combined with dropout or a
+    # bottleneck (candidate 2 of docs/results/dp-candidates.md), never the default.
+    "cdia-dpia": authors.cdia_dp_estimate_knowledge_for,
 }
 
 __all__ = ["ATTACKS", "AttackCheckpoint", "AttackResult", "Knowledge", "Problem",

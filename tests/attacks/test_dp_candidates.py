@@ -188,3 +188,6 @@ def test_cdia_dp_estimate_attack_is_cdia_with_dpia_only_where_dp_is_combined(spe
     combined = stack.dp is not None and (stack.dropout > 0 or stack.bottleneck is not None)
     assert k == dataclasses.replace(cdia.knowledge_for(stack),
                                     dp="estimate" if combined else "ignore")
+    # registered for the ablation's --attack (opt-in: the default stays cdia)
+    from jgi.attacks import ATTACKS
+    assert ATTACKS["cdia-dpia"](stack) == k
