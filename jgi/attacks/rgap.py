@@ -32,7 +32,12 @@ attack's own least-squares solve reports the numerical rank of every layer's sys
 (:attr:`Result.ranks`). A layer whose rank is below its number of unknowns cannot be
 inverted: CNN6-d's conv1 at 32x32 has 3,468 unknowns and at most 3,380 independent
 equations, so R-GAP returns only the minimum-norm part of its input and the error
-passes on to every earlier layer. Deviations: the paper's "virtual constraints" and its
+passes on to every earlier layer. At batch B > 1 (:func:`rank_analysis` with
+``batch``) the linear layer's gradient mixes the B feature maps, so the recursion cannot
+start; given the features (:func:`recover_from_features`, an oracle) the convolutions'
+systems stack B examples' forward constraints on one shared set of gradient
+constraints and stay determined up to a batch size the counts give (B = 4 for CNN6 at
+32x32). Deviations: the paper's "virtual constraints" and its
 use of several gradient steps are left out; the solve is float32.
 
 Threat model (:data:`THREAT_MODEL`): an honest-but-curious server that knows the
