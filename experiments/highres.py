@@ -100,21 +100,12 @@ class SweepConfig:
         if not self.resolutions or min(self.resolutions) < 8:
             raise ValueError(f"resolutions must be sides >= 8 (the LeNet's strides), got "
                              f"{self.resolutions}.")
-        if self.lbfgs not in lbfgs.SEMANTICS:
-            raise ValueError(f"lbfgs must be one of {', '.join(lbfgs.SEMANTICS)}, got "
-                             f"{self.lbfgs!r}.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
-                             f"{self.activation!r}.")
-        if self.init not in highres.INITS:
-            raise ValueError(f"init must be one of {', '.join(highres.INITS)}, got "
-                             f"{self.init!r}.")
-        if self.conv_impl not in CONV_IMPLS:
-            raise ValueError(f"conv_impl must be one of {', '.join(CONV_IMPLS)}, got "
-                             f"{self.conv_impl!r}.")
-        if self.gradient_mode not in highres.GRADIENT_MODES:
-            raise ValueError(f"gradient_mode must be one of {', '.join(highres.GRADIENT_MODES)}"
-                             f", got {self.gradient_mode!r}.")
+        for name, valid in (("lbfgs", lbfgs.SEMANTICS), ("activation", ACTIVATIONS),
+                            ("init", highres.INITS), ("conv_impl", CONV_IMPLS),
+                            ("gradient_mode", highres.GRADIENT_MODES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}, got "
+                                 f"{getattr(self, name)!r}.")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
         if not self.images:

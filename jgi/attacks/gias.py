@@ -43,11 +43,12 @@ Choices where the paper and code are silent or where jgi differs:
 
 Both phases run through :mod:`jgi.attacks.runner`: victims (times restarts, in phase 1)
 vmapped inside each step. ``GIASConfig(param_loop=True)`` runs phase 2 one victim at a
-time instead (:func:`run_looped`: the runner's chunk compiled once for one victim and
-called per victim), which is faster on CPU: vmapping over victims whose generator copies
-each have their own weights turns every convolution into a grouped one, which XLA's CPU
-backend runs slowly (``benchmarks/grnn_gias_throughput.py``: 1.76 victim-steps/s vmapped
-against 4.95 looped on 2 shared cores; ``docs/results/grnn-gias.md``). The results are
+time instead (:func:`jgi.attacks.runner.run_looped`: the runner's chunk compiled
+once for one victim and called per victim), which is faster on CPU: vmapping over
+victims whose generator copies each have their own weights turns every convolution
+into a grouped one, which XLA's CPU backend runs slowly
+(``benchmarks/grnn_gias_throughput.py``: 1.76 victim-steps/s vmapped against 4.95
+looped on 2 shared cores; ``docs/results/grnn-gias.md``). The results are
 the vmapped run's up to float rounding: the same initial state and keys per victim.
 """
 
@@ -55,7 +56,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -90,7 +90,7 @@ class GIASConfig:
       per_image_generator: one generator copy per image in phase 2 (True, the code's).
       labels: "known" (the caller's) or "joint" (soft labels optimised in phase 1).
       chunk_size: steps per compiled chunk (host work happens between chunks).
-      param_loop: run phase 2 one victim at a time (:func:`run_looped`) instead of
+      param_loop: run phase 2 one victim at a time (:func:`runner.run_looped`) instead of
         vmapped over victims (False): faster on CPU, the same results.
     """
 
@@ -249,54 +249,6 @@ class GIASResult(NamedTuple):
     attack: runner.AttackResult | None
 
 
-def run_looped(problem: runner.Problem, victims: Any, context: Any, key: jax.Array,
-               stopping: runner.StoppingRule, *, chunk_size: int,
-               progress: bool | str = False) -> runner.AttackResult:
-    """:func:`jgi.attacks.runner.run`'s result, one victim at a time.
-
-    The initial state is the runner's for all victims at once
-    (:func:`~jgi.attacks.runner.init_state`: the same candidates and PRNG keys as the
-    vmapped run), then each victim's slice runs the runner's chunk
-    (:func:`~jgi.attacks.runner.make_chunk`, compiled once for one victim) until it
-    stops. No compaction, checkpointing or sharding: for CPU runs where a vmapped step
-    is slower than a loop of single-victim steps (per-victim convolution weights).
-    """
-    start = time.perf_counter()
-    full = runner.init_state(problem, victims, context, key)
-    n = jax.tree.leaves(victims)[0].shape[0]
-    chunk = jax.jit(runner.make_chunk(problem, stopping, chunk_size), donate_argnums=(0,))
-    compiled, compile_seconds, finals = None, 0.0, []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-        bar = tqdm(total=n * stopping.max_iters, unit="it", dynamic_ncols=True,
-                   desc=progress if isinstance(progress, str) else "attack (loop)")
-    try:
-        for i in range(n):
-            state = jax.tree.map(lambda a, i=i: a[i:i + 1], full)
-            victim = jax.tree.map(lambda a, i=i: a[i:i + 1], victims)
-            if compiled is None:
-                t0 = time.perf_counter()
-                compiled = chunk.lower(state, victim, context).compile()
-                compile_seconds = time.perf_counter() - t0
-            done = 0
-            while int(np.asarray(state.stop_reason)[0]) == 0:
-                state = compiled(state, victim, context)
-                if bar is not None:
-                    it = int(np.asarray(state.iteration)[0])
-                    bar.update(it - done)
-                    done = it
-            finals.append(jax.device_get(state))
-    finally:
-        if bar is not None:
-            bar.close()
-    merged = jax.tree.map(lambda *a: np.concatenate(a), *finals)
-    return runner.AttackResult(best=merged.best, best_loss=merged.best_loss,
-                               iterations=merged.iteration, stop_reason=merged.stop_reason,
-                               wall_seconds=time.perf_counter() - start,
-                               compile_seconds=compile_seconds, num_devices=1)
-
-
 def resolve_generator(generator: Any) -> tuple[GeneratorApply, Any, int]:
     """``(apply_fn, params, latent_dim)`` from what :func:`reconstruct` accepts.
 
@@ -394,7 +346,7 @@ def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
 
     # Phase 2: the generator's parameters (one copy per image) from the chosen z.
     victims["z"] = z
-    run = run_looped if config.param_loop else runner.run
+    run = runner.run_looped if config.param_loop else runner.run
     attack = run(param_problem(model, gen_apply, input_shape, config), victims,
                  context, k_param, config.stopping(config.param_iters),
                  chunk_size=min(config.chunk_size, config.param_iters),
@@ -410,5 +362,4 @@ def reconstruct(model: Model, params: Params, updates: Any, key: jax.Array,
 
 
 __all__ = ["GIASConfig", "GIASResult", "LABEL_MODES", "batch_cost", "generate_per_image",
-           "latent_problem", "param_problem", "reconstruct", "resolve_generator",
-           "run_looped"]
+           "latent_problem", "param_problem", "reconstruct", "resolve_generator"]

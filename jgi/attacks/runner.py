@@ -496,3 +496,52 @@ def run(problem: Problem, victims: Victim, context: Context, key: jax.Array,
         compile_seconds=compile_seconds,
         num_devices=n_devices,
     )
+
+
+def run_looped(problem: Problem, victims: Any, context: Any, key: jax.Array,
+               stopping: StoppingRule, *, chunk_size: int,
+               progress: bool | str = False) -> AttackResult:
+    """:func:`run`'s result, one victim at a time.
+
+    The initial state is the runner's for all victims at once
+    (:func:`init_state`: the same candidates and PRNG keys as the
+    vmapped run), then each victim's slice runs the runner's chunk
+    (:func:`make_chunk`, compiled once for one victim) until it
+    stops. No compaction, checkpointing or sharding: for CPU runs where a vmapped step
+    is slower than a loop of single-victim steps (per-victim convolution weights,
+    e.g. GIAS's generator-parameter phase).
+    """
+    start = time.perf_counter()
+    full = init_state(problem, victims, context, key)
+    n = jax.tree.leaves(victims)[0].shape[0]
+    chunk = jax.jit(make_chunk(problem, stopping, chunk_size), donate_argnums=(0,))
+    compiled, compile_seconds, finals = None, 0.0, []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+        bar = tqdm(total=n * stopping.max_iters, unit="it", dynamic_ncols=True,
+                   desc=progress if isinstance(progress, str) else "attack (loop)")
+    try:
+        for i in range(n):
+            state = jax.tree.map(lambda a, i=i: a[i:i + 1], full)
+            victim = jax.tree.map(lambda a, i=i: a[i:i + 1], victims)
+            if compiled is None:
+                t0 = time.perf_counter()
+                compiled = chunk.lower(state, victim, context).compile()
+                compile_seconds = time.perf_counter() - t0
+            done = 0
+            while int(np.asarray(state.stop_reason)[0]) == 0:
+                state = compiled(state, victim, context)
+                if bar is not None:
+                    it = int(np.asarray(state.iteration)[0])
+                    bar.update(it - done)
+                    done = it
+            finals.append(jax.device_get(state))
+    finally:
+        if bar is not None:
+            bar.close()
+    merged = jax.tree.map(lambda *a: np.concatenate(a), *finals)
+    return AttackResult(best=merged.best, best_loss=merged.best_loss,
+                               iterations=merged.iteration, stop_reason=merged.stop_reason,
+                               wall_seconds=time.perf_counter() - start,
+                               compile_seconds=compile_seconds, num_devices=1)

@@ -68,7 +68,7 @@ def test_each_phase_lowers_the_cost(victims):
     # one float32 step of the cosine's 1 - cos at 1).
     p_problem = gias.param_problem(model, apply_fn, SHAPE, config)
     p_victims = {"target": updates, "label": y, "z": jnp.asarray(result.z)}
-    looped = gias.run_looped(p_problem, p_victims, context, jax.random.split(key)[1],
+    looped = runner.run_looped(p_problem, p_victims, context, jax.random.split(key)[1],
                              config.stopping(20), chunk_size=20)
     np.testing.assert_array_equal(looped.iterations, [20, 20])
     np.testing.assert_allclose(looped.best_loss, result.loss, rtol=0, atol=1e-6)
