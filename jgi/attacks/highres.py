@@ -240,10 +240,10 @@ def _jvp_gradient_term(model: Model, reduction: str):
             return client_loss(model, p, xx, label, {})
 
         update = jax.grad(loss)(params, x)
-        r, _ = ravel_pytree(jax.tree.map(lambda a, b: a - b, update, target))
-        scale = 1.0 / r.size if reduction == "mean" else 1.0
-        value = scale * jnp.sum(r * r)
+        value = gradient_distance(update, target, reduction)
         direction = jax.lax.stop_gradient(jax.tree.map(lambda a, b: a - b, update, target))
+        entries = sum(a.size for a in jax.tree.leaves(direction))
+        scale = 1.0 / entries if reduction == "mean" else 1.0
         along = jax.grad(lambda xx: jax.jvp(lambda p: loss(p, xx), (params,),
                                             (direction,))[1])(x)
         return value, (2.0 * scale) * along
