@@ -41,10 +41,13 @@ gradient, the study's Fig. 7 for IG); ``--train-cap=625 --clients=10 --batch=10
 
 ``--grid=axes`` (default) varies one factor at a time from the base setting (the first
 value of each list: the study's 100 clients, batch 10, 1 epoch); ``--grid=full`` runs
-every combination. Rows go to ``<workdir>/results.jsonl``, one per (setting, attack);
-a rerun skips finished rows, so an interrupted grid resumes where it stopped.
-``<workdir>/table.md`` has the table, ``<workdir>/ssim_curves.png`` SSIM against each
-varied factor, one line per attack.
+every combination. Rows go to ``<workdir>/results.jsonl`` (:class:`jgi.results.KeyedRows`,
+keyed by every setting), one per (setting, attack), each row's reconstructions to
+``<workdir>/reconstructions/``; a rerun skips finished rows, so an interrupted grid
+resumes where it stopped. ``<workdir>/table.md`` has the table, ``ssim_curves.png``
+SSIM against each varied factor, one line per attack: both take every row of the
+workdir at the invocation's scale, so runs with other ``--dlg-scale``, ``--labels`` or
+``--seed`` into one workdir add lines and (seeds) error bars.
 """
 
 from __future__ import annotations
@@ -65,9 +68,8 @@ from jgi import data, figures, fl, metrics, models, report, results
 from jgi.attacks import dlf, dlg, fedavg_update, ig, label_counts, multistep
 from jgi.fl import federation
 
-IDENTITY_KEYS = ("experiment", "dataset", "model", "train_cap", "clients", "batch", "epochs",
-                 "round", "attack", "iters", "ig_lr", "tv", "dlf_iters", "study_dummies",
-                 "labels", "seed", "lr", "dlg_iters", "dlg_scale")
+# What one invocation's table and curves may mix: rows that differ only in these.
+VARIED_KEYS = ("clients", "batch", "epochs", "attack", "labels", "seed", "dlg_scale")
 AXES = ("clients", "batch", "epochs")
 
 
@@ -165,16 +167,30 @@ def run_setting(model, dataset, setting: Setting, attacks, args, attack_config, 
                "label_count_error": (scores["count_error"] if rec.recovered_labels
                                      else count_err),
                "recovered_labels": rec.recovered_labels, "seconds": seconds}
+        recs = Path(args.workdir) / "reconstructions"
+        recs.mkdir(exist_ok=True)
+        np.savez_compressed(recs / f"{row_name(row)}.npz", originals=originals,
+                            true_labels=y_true, images=images,
+                            labels=np.asarray(rec.labels[0]))
         if args.grids:
             grids = Path(args.workdir) / "grids"
             grids.mkdir(exist_ok=True)
             figures.reconstruction_grid(
                 originals[scores["rows"]], images[scores["cols"]], scores["ssim"],
-                grids / f"K{setting.clients}_B{setting.batch}_E{setting.epochs}_{name}"
-                        f"{'-' + args.dlg_scale if rec.recovered_labels else ''}.png",
+                grids / f"{row_name(row)}.png",
                 title=f"{name}: K={setting.clients} (n={n}), B={setting.batch}, "
                       f"E={setting.epochs}", max_images=20, columns=10)
         yield row
+
+
+def row_name(row: dict) -> str:
+    """A file name for one row's artefacts, unique over the settings a workdir mixes."""
+    name = f"K{row['clients']}_B{row['batch']}_E{row['epochs']}_{row['attack']}"
+    if row["attack"] in fedavg_update.GRADIENT_ATTACKS:
+        name += f"-{row['dlg_scale']}"
+    if row.get("labels", "true") != "true":
+        name += f"-labels-{row['labels']}"
+    return name + (f"_seed{row['seed']}" if row.get("seed", 0) else "")
 
 
 def score(originals: np.ndarray, true_labels: np.ndarray, images: np.ndarray,
@@ -201,23 +217,28 @@ def score(originals: np.ndarray, true_labels: np.ndarray, images: np.ndarray,
 
 
 def attack_label(row: dict) -> str:
-    """The attack's name, marked when DLG/iDLG matched the rescaled update."""
-    if (row["attack"] in fedavg_update.GRADIENT_ATTACKS
-            and row.get("dlg_scale") == "mean-gradient"):
-        return f"{row['attack']} (÷ lr·steps)"
+    """The attack's name, marked when DLG/iDLG matched the rescaled update or when an
+    attack that is handed label counts got inferred ones (``--labels``)."""
+    if row["attack"] in fedavg_update.GRADIENT_ATTACKS:
+        if row.get("dlg_scale") == "mean-gradient":
+            return f"{row['attack']} (÷ lr·steps)"
+        return row["attack"]
+    if row.get("labels", "true") != "true":
+        return f"{row['attack']} ({row['labels']} counts)"
     return row["attack"]
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| clients | n (client 0) | B | E | local steps | attack | dummies | SSIM | "
+    lines = ["| clients | n (client 0) | B | E | local steps | attack | seed | dummies | SSIM | "
              "PSNR (dB) | label acc. | count error | s |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (-r["clients"], r["batch"], r["epochs"],
                                          fedavg_update.ALL_ATTACKS.index(r["attack"]),
-                                         attack_label(r))):
+                                         attack_label(r), r.get("seed", 0))):
         acc, err = r.get("label_accuracy"), r.get("label_count_error")
         lines.append(f"| {r['clients']} | {r['num_samples']} | {r['batch']} | {r['epochs']} | "
-                     f"{r['local_steps']} | {attack_label(r)} | {r['dummies']} | "
+                     f"{r['local_steps']} | {attack_label(r)} | {r.get('seed', 0)} | "
+                     f"{r['dummies']} | "
                      f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['psnr_mean']:.2f} | "
                      f"{'–' if acc is None else f'{acc:.2f}'} | "
                      f"{'–' if err is None else f'{err:.2f}'} | {r['seconds']:.0f} |")
@@ -225,8 +246,9 @@ def table(rows: list[dict]) -> str:
 
 
 def plot_curves(rows: list[dict], base: Setting, path: Path) -> bool:
-    """SSIM against each factor varied from the base, one line per attack; False when
-    no factor has two values."""
+    """SSIM against each factor varied from the base, one line per attack (with its
+    DLG scale and label source); where several seeds ran a point, their mean with their
+    standard deviation as an error bar. False when no factor has two values."""
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -248,9 +270,15 @@ def plot_curves(rows: list[dict], base: Setting, path: Path) -> bool:
         names = sorted({attack_label(r) for r in sel}, key=lambda a: (
             fedavg_update.ALL_ATTACKS.index(a.split(" ")[0]), a))
         for name in names:
-            pts = sorted((r[x_of[axis]], r["ssim_mean"]) for r in sel
-                         if attack_label(r) == name)
-            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+            by_x: dict[int, list[float]] = {}
+            for r in sel:
+                if attack_label(r) == name:
+                    by_x.setdefault(r[x_of[axis]], []).append(r["ssim_mean"])
+            xs = sorted(by_x)
+            # Several seeds at a point: their mean, with the spread of the seeds' means.
+            ax.errorbar(xs, [np.mean(by_x[x]) for x in xs],
+                        yerr=[np.std(by_x[x]) for x in xs], marker="o", capsize=3,
+                        label=name)
         ax.set_xticks(sorted({r[x_of[axis]] for r in sel}))
         ax.set_xlabel(labels[axis])
         ax.set_ylabel("SSIM (matched)")
@@ -344,19 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     try:
         with results.lock_workdir(out), results.sigterm_as_interrupt():
-            done = {results.row_id({k: r.get(k) for k in IDENTITY_KEYS})
-                    for r in results.read_rows(rows_path) if r.get("experiment") ==
-                    "fedavg_attacks"}
+            store = results.KeyedRows(rows_path)
             for setting in grid:
-                todo = [a for a in attacks
-                        if results.row_id(identity_of(setting, a)) not in done]
+                todo = [a for a in attacks if not store.done(identity_of(setting, a))]
                 if not todo:
                     continue
                 print(f"# K={setting.clients} B={setting.batch} E={setting.epochs}: "
                       f"{', '.join(todo)}", file=sys.stderr, flush=True)
                 for row in run_setting(model, dataset, setting, todo, args, attack_config,
                                        key, identity_of):
-                    results.append_row(rows_path, row)
+                    store.add(identity_of(setting, row["attack"]), row)
                     print(f"#   {row['attack']}: SSIM {row['ssim_mean']:.3f}, label acc. "
                           f"{row['label_accuracy']:.2f} ({row['seconds']:.0f} s)",
                           file=sys.stderr, flush=True)
@@ -367,9 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    wanted = {results.row_id(identity_of(s, a)) for s in grid for a in attacks}
-    rows = [r for r in results.read_rows(rows_path) if r.get("experiment") == "fedavg_attacks"
-            and results.row_id({k: r.get(k) for k in IDENTITY_KEYS}) in wanted]
+    # The table and curves take every row of the workdir run at this invocation's scale
+    # (data, model, iterations, ...), so runs with other attacks, DLG scales, label
+    # sources or seeds into the same workdir add lines and error bars.
+    scale = {k: v for k, v in identity_of(grid[0], "").items() if k not in VARIED_KEYS}
+    rows = [r for r in store.rows() if r.get("row_id") and
+            all(r.get(k) == v for k, v in scale.items())]
     text = table(rows)
     results.write_text(out / "table.md", text + "\n")
     print(text)

@@ -39,12 +39,15 @@ def test_one_setting_writes_rows_and_a_rerun_resumes(tmp_path, capsys):
     # DLG's labels are its own: scored against the matched originals' and as a multiset.
     assert 0.0 <= rows[0]["label_accuracy"] <= 1.0 and rows[0]["label_count_error"] is not None
     assert (tmp_path / "grids" / "K6_B4_E1_dlg-raw.png").stat().st_size > 0
+    saved = np.load(tmp_path / "reconstructions" / "K6_B4_E1_dlg-raw.npz")
+    assert saved["images"].shape == saved["originals"].shape == (8, 28, 28, 1)
+    assert rows[0]["row_id"]  # keyed by every setting (jgi.results.KeyedRows)
     capsys.readouterr()
     assert fedavg_attacks.main(flags) == 0  # everything done: no new row, same table
     out = capsys.readouterr()
     assert "K=6" not in out.err
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
-    assert "| 6 | 8 | 4 | 1 | 2 | dlg | 8 |" in out.out
+    assert "| 6 | 8 | 4 | 1 | 2 | dlg | 0 | 8 |" in out.out
 
 
 def test_rescaled_dlg_rows_are_marked():
@@ -52,6 +55,8 @@ def test_rescaled_dlg_rows_are_marked():
     assert fedavg_attacks.attack_label(row) == "dlg (÷ lr·steps)"
     assert fedavg_attacks.attack_label({**row, "dlg_scale": "raw"}) == "dlg"
     assert fedavg_attacks.attack_label({**row, "attack": "dlf"}) == "dlf"
+    inferred = {"attack": "consistent", "labels": "dimitrov"}
+    assert fedavg_attacks.attack_label(inferred) == "consistent (dimitrov counts)"
 
 
 def test_scores_match_pairs_and_count_labels():
