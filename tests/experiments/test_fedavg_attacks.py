@@ -70,4 +70,8 @@ def test_scores_match_pairs_and_count_labels():
     assert s["count_error"] is None  # 2 labels against 3: no multiset to compare
     full = fedavg_attacks.score(originals, np.array([4, 5, 6]), originals,
                                 np.array([4, 6, 6]), 10)
+    # By chance: the same matching against images the client never held.
+    assert abs(fedavg_attacks.chance_ssim(originals, originals) - 1.0) < 1e-5
+    strangers = rng.uniform(size=(3, 8, 8, 1)).astype(np.float32)
+    assert fedavg_attacks.chance_ssim(strangers, originals) < 0.5
     assert full["label_accuracy"] == 2 / 3 and abs(full["count_error"] - 2 / 3) < 1e-6
