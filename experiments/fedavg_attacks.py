@@ -263,53 +263,90 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(rows: list[dict], base: Setting, path: Path) -> bool:
-    """SSIM against each factor varied from the base, one line per attack (with its
-    DLG scale and label source); where several seeds ran a point, their mean with their
-    standard deviation as an error bar. False when no factor has two values."""
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# The clients axis is shown as what it changes: the images client 0 holds.
+X_OF = {"clients": "num_samples", "batch": "batch", "epochs": "epochs"}
+X_LABELS = {"clients": "local images n (fewer clients)", "batch": "local batch B",
+            "epochs": "local epochs E"}
 
+
+def curves(rows: list[dict], base: Setting) -> list[tuple[str, dict[str, dict]]]:
+    """The curves through the base setting: for each factor with two values or more,
+    ``(axis, {line: {x: (ssims, chances)}})``, a line per attack label (DLG scale,
+    label source), at each x the rows' SSIMs (one per seed) and SSIMs by chance."""
     panels = []
     for axis in AXES:
         others = [a for a in AXES if a != axis]
         sel = [r for r in rows if all(r[a] == getattr(base, a) for a in others)]
-        if len({r[axis] for r in sel}) > 1:
-            panels.append((axis, sel))
+        if len({r[axis] for r in sel}) < 2:
+            continue
+        lines: dict[str, dict] = {}
+        for r in sorted(sel, key=lambda r: (
+                fedavg_update.ALL_ATTACKS.index(r["attack"]), attack_label(r))):
+            ssims, chances = lines.setdefault(attack_label(r), {}).setdefault(
+                r[X_OF[axis]], ([], []))
+            ssims.append(r["ssim_mean"])
+            if r.get("ssim_chance") is not None:
+                chances.append(r["ssim_chance"])
+        panels.append((axis, lines))
+    return panels
+
+
+def curve_table(rows: list[dict], base: Setting) -> str:
+    """:func:`curves` as markdown, one table per factor: SSIM (mean ± std over seeds
+    where several ran) with the SSIM by chance in parentheses."""
+    out = []
+    for axis, lines in curves(rows, base):
+        xs = sorted({x for points in lines.values() for x in points})
+        out += [f"{X_LABELS[axis]} | " + " | ".join(lines),
+                "---:|" + "|".join("---:" for _ in lines)]
+        for x in xs:
+            cells = []
+            for points in lines.values():
+                ssims, chances = points.get(x, ([], []))
+                cell = "" if not ssims else f"{np.mean(ssims):.3f}"
+                if len(ssims) > 1:
+                    cell += f" ± {np.std(ssims):.3f} ({len(ssims)} seeds)"
+                if chances:
+                    cell += f" ({np.mean(chances):.2f})"
+                cells.append(cell)
+            out.append(f"{x} | " + " | ".join(cells))
+        out.append("")
+    return "\n".join(f"| {line} |" if line else "" for line in out)
+
+
+def plot_curves(rows: list[dict], base: Setting, path: Path) -> bool:
+    """SSIM against each factor varied from the base (:func:`curves`), one line per
+    attack; where several seeds ran a point, their mean with their standard deviation
+    as an error bar; dotted in the line's colour, its SSIM by chance. False when no
+    factor has two values."""
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    panels = curves(rows, base)
     if not panels:
         return False
-    fig, axs = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
-    # The clients axis is drawn as what it changes: the images client 0 holds.
-    x_of = {"clients": "num_samples", "batch": "batch", "epochs": "epochs"}
-    labels = {"clients": "local images n (fewer clients)", "batch": "local batch B",
-              "epochs": "local epochs E"}
-    for ax, (axis, sel) in zip(axs[0], panels, strict=True):
-        names = sorted({attack_label(r) for r in sel}, key=lambda a: (
-            fedavg_update.ALL_ATTACKS.index(a.split(" ")[0]), a))
-        for name in names:
-            by_x: dict[int, list[float]] = {}
-            for r in sel:
-                if attack_label(r) == name:
-                    by_x.setdefault(r[x_of[axis]], []).append(r["ssim_mean"])
-            xs = sorted(by_x)
-            # Several seeds at a point: their mean, with the spread of the seeds' means.
-            line = ax.errorbar(xs, [np.mean(by_x[x]) for x in xs],
-                               yerr=[np.std(by_x[x]) for x in xs], marker="o", capsize=3,
-                               label=name)
-            chance = {r[x_of[axis]]: r["ssim_chance"] for r in sel
-                      if attack_label(r) == name and r.get("ssim_chance") is not None}
-            if chance:  # dotted, same colour: what matching alone scores
-                cx = sorted(chance)
-                ax.plot(cx, [chance[x] for x in cx], ls=":",
+    fig, axs = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (axis, lines) in zip(axs[0], panels, strict=True):
+        for name, points in lines.items():
+            xs = sorted(points)
+            line = ax.errorbar(xs, [np.mean(points[x][0]) for x in xs],
+                               yerr=[np.std(points[x][0]) for x in xs], marker="o",
+                               capsize=3, label=name)
+            cx = [x for x in xs if points[x][1]]
+            if cx:
+                ax.plot(cx, [np.mean(points[x][1]) for x in cx], ls=":",
                         color=line.lines[0].get_color(), alpha=0.6)
-        ax.set_xticks(sorted({r[x_of[axis]] for r in sel}))
-        ax.set_xlabel(labels[axis])
+        ax.set_xscale("log")
+        ticks = sorted({x for points in lines.values() for x in points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel(X_LABELS[axis])
         ax.set_ylabel("SSIM (matched; dotted: by chance)")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axs[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, names = axs[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(names) - 1) // 5), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -426,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.write_text(out / "table.md", text + "\n")
     print(text)
     if plot_curves(rows, grid[0], out / "ssim_curves.png"):
-        print(f"# curves: {out / 'ssim_curves.png'}")
+        results.write_text(out / "curves.md", curve_table(rows, grid[0]))
+        print(f"# curves: {out / 'ssim_curves.png'}, {out / 'curves.md'}")
     report.write_report_safely(out)  # again, with the table and the curves
     return 0
 

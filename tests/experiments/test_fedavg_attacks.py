@@ -75,3 +75,23 @@ def test_scores_match_pairs_and_count_labels():
     strangers = rng.uniform(size=(3, 8, 8, 1)).astype(np.float32)
     assert fedavg_attacks.chance_ssim(strangers, originals) < 0.5
     assert full["label_accuracy"] == 2 / 3 and abs(full["count_error"] - 2 / 3) < 1e-6
+
+
+def test_curve_table_has_a_line_per_attack_and_the_seeds_spread():
+    def row(clients, n, attack, seed, ssim, **extra):
+        return {"clients": clients, "num_samples": n, "batch": 4, "epochs": 1,
+                "attack": attack, "seed": seed, "ssim_mean": ssim, "ssim_chance": 0.1,
+                **extra}
+    rows = [row(25, 32, "consistent", 0, 0.4), row(25, 32, "consistent", 1, 0.6),
+            row(100, 8, "consistent", 0, 0.7),
+            row(25, 32, "consistent", 0, 0.3, labels="dimitrov"),
+            row(25, 32, "dlg", 0, 0.2, dlg_scale="mean-gradient"),
+            row(25, 32, "dlg", 0, 0.9, batch=16)]  # on the batch axis only
+    text = fedavg_attacks.curve_table(rows, Setting(25, 4, 1))
+    lines = text.splitlines()
+    assert lines[0] == ("| local images n (fewer clients) | consistent | "
+                        "consistent (dimitrov counts) | dlg (÷ lr·steps) |")
+    assert lines[2] == "| 8 | 0.700 (0.10) |  |  |"
+    assert lines[3] == "| 32 | 0.500 ± 0.100 (2 seeds) (0.10) | 0.300 (0.10) | 0.200 (0.10) |"
+    assert lines[5].startswith("| local batch B |") and "| 16 |  |  | 0.900 (0.10) |  |" in lines
+    assert not any(line.startswith("| local epochs E") for line in lines)  # one value
