@@ -8,7 +8,8 @@ batch and epochs grow, measured (the study shows only image grids).
 Zhu, Huang, Xie, "Privacy attack in federated learning is not easy" (2024), Figs. 18-40:
 DLG, IG, DLF (and the others) fail once a client holds more data (fewer clients), trains
 with a larger batch or for more local epochs. Each setting here is a real federation
-(:mod:`jgi.fl.federation`: ``--train-cap`` training images split IID over K clients,
+(:mod:`jgi.fl.federation`: ``--train-cap`` training images split IID over K clients
+(``--dirichlet=0.5``: the study's non-IID split by class),
 20% of each held out, the study's attack-run local training: SGD lr 0.1 decayed x0.95
 per round, momentum 0, weight decay 1e-5, E epochs of batch B); at round ``--round``
 the server's hook takes client 0's observation ``W_t - W_k`` and every attack of
@@ -113,7 +114,11 @@ def observe_client(model, dataset, setting: Setting, args, key):
     x_all = data.normalize(dataset.x_train[:n_train], info)
     y_all = dataset.y_train[:n_train]
     k_split, k_fed = jax.random.split(key)
-    shares = fl.iid_shares(k_split, n_train, setting.clients)
+    if args.dirichlet:
+        shares = fl.dirichlet_split(k_split, np.asarray(y_all), setting.clients,
+                                    beta=args.dirichlet, min_size=2)
+    else:
+        shares = fl.iid_shares(k_split, n_train, setting.clients)
     clients = federation.clients_from_shares(x_all, y_all, shares)
     local = dataclasses.replace(federation.STUDY_ATTACK_LOCAL, epochs=setting.epochs,
                                 batch_size=setting.batch, lr=args.lr)
@@ -382,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--study-dummies", type=int, default=10,
                         help="dummies of the study's set-up (its scripts: 1-10)")
     parser.add_argument("--labels", default="true", choices=("true", "dimitrov"))
+    parser.add_argument("--dirichlet", type=float, default=0.0, metavar="BETA",
+                        help="non-IID: split by class over the clients ~ Dir(BETA) (the "
+                             "study: 0.5); 0 (default): the study's IID split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="runs/fedavg_attacks")
     parser.add_argument("--data-dir", default=None)
@@ -394,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "experiments.multistep, not in the grid")
         grid = settings(_ints("clients", args.clients), _ints("batch", args.batch),
                         _ints("epochs", args.epochs), args.grid)
+        if args.dirichlet < 0:
+            raise ValueError(f"--dirichlet must be > 0 (non-IID) or 0 (IID), got "
+                             f"{args.dirichlet}")
         if (args.round < 0 or args.train_cap < 1 or
                 min(args.iters, args.dlf_iters, args.dlg_iters) < 1):
             raise ValueError("--round must be >= 0 and --train-cap, --iters, --dlf-iters, "
@@ -421,7 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "attack": attack, "iters": args.iters, "ig_lr": args.ig_lr, "tv": args.tv,
                 "dlf_iters": args.dlf_iters, "study_dummies": args.study_dummies,
                 "labels": args.labels, "seed": args.seed, "lr": args.lr,
-                "dlg_iters": args.dlg_iters, "dlg_scale": args.dlg_scale}
+                "dlg_iters": args.dlg_iters, "dlg_scale": args.dlg_scale,
+                # IID rows carry no split key (rows from before --dirichlet keep their ids).
+                **({"split": f"dirichlet:{args.dirichlet:g}"} if args.dirichlet else {})}
 
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)

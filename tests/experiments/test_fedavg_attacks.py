@@ -19,6 +19,7 @@ def test_axes_grid_varies_one_factor_at_a_time_from_the_base():
     (["--batch=a"], "--batch takes comma-separated integers"),
     (["--attacks=ig"], "unknown attack 'ig'"),
     (["--clients=100", "--train-cap=50"], "smaller than the largest --clients"),
+    (["--dirichlet=-1"], "--dirichlet must be > 0 (non-IID) or 0 (IID)"),
 ])
 def test_bad_flags_say_what_is_wrong(flags, message, tmp_path, capsys):
     assert fedavg_attacks.main([*flags, f"--workdir={tmp_path}", "--data-source=embedded"]) == 2
