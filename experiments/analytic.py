@@ -19,8 +19,10 @@ Parts (``--parts``, comma separated):
 - ``rtf_cifar``: RTF with ``--rtf-backbones`` (ResNet-18) behind the imprint block on
   CIFAR-10, one gradient at each of ``--rtf-batches``, 100 bins.
 - ``fedavg``: the imprint block's cost to FedAvg: test accuracy per round of
-  ``--fedavg-backbones`` with and without it on CIFAR-10 (a small IID federation,
-  ``--fedavg-clients`` x ``--fedavg-images``, ``--fedavg-rounds`` rounds).
+  ``--fedavg-backbones`` bare and with it at each of ``--fedavg-gains`` on
+  ``--fedavg-dataset`` (a small IID federation, ``--fedavg-clients`` x
+  ``--fedavg-images``, ``--fedavg-rounds`` rounds; resumable rows keyed by every
+  setting in ``<workdir>/fedavg_rows.jsonl``).
 - ``training``: one client's local epoch (SGD lr 0.1, batch 32) of the bare backbones
   (``--train-backbones``) and of the same with the imprint block at gain 1e-3 and 1: the
   training loss during and after it (the "blows up" trap).
@@ -54,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, figures, fl, metrics, models, report
+from jgi import data, figures, fl, metrics, models, report, results
 from jgi.fl import fedavg
 from jgi.attacks import analytic, cpa, rgap, rtf
 from jgi.defenses.stack import NO_DEFENSE
@@ -207,39 +209,60 @@ def run_rtf_cifar(cifar, args, workdir):
     return rows
 
 
-def imprint_fedavg_accuracy(cifar, args) -> list[str]:
-    """FedAvg test accuracy per round of each of ``--fedavg-backbones`` with and without
-    the imprint block (gain 1, 100 bins) on CIFAR-10: ``--fedavg-clients`` IID clients
-    of ``--fedavg-images`` training images each, ``--fedavg-rounds`` rounds of one
-    local epoch (Adam 1e-3, batch 32: the core paper's client), tested on
-    ``--fedavg-test`` test images."""
-    info, shape = cifar.info, cifar.info.image_shape
-    mu, sd = imprint.brightness_statistics(data.normalize(cifar.x_test[:500], info))
+def imprint_fedavg_accuracy(ds, args, workdir: Path) -> list[str]:
+    """FedAvg test accuracy per round of each of ``--fedavg-backbones`` bare and with the
+    imprint block (100 bins) at each of ``--fedavg-gains`` on ``ds``: ``--fedavg-clients``
+    IID clients of ``--fedavg-images`` training images each, ``--fedavg-rounds`` rounds
+    of one local epoch (Adam 1e-3, batch 32: the core paper's client), tested on
+    ``--fedavg-test`` test images. Rows go to ``<workdir>/fedavg_rows.jsonl`` keyed by
+    every setting, so an interrupted run resumes where it stopped."""
+    info, shape = ds.info, ds.info.image_shape
+    mu, sd = imprint.brightness_statistics(data.normalize(ds.x_test[:500], info))
     n_clients, per = args.fedavg_clients, args.fedavg_images
     n = n_clients * per
-    x = data.normalize(cifar.x_train[:n], info).reshape(n_clients, per, *shape)
-    y = np.asarray(cifar.y_train[:n]).reshape(n_clients, per)
+    if n > len(ds.x_train):
+        raise SystemExit(f"error: --fedavg-clients x --fedavg-images = {n} exceeds the "
+                         f"{len(ds.x_train)} training images of {info.name}; lower either.")
+    x = data.normalize(ds.x_train[:n], info).reshape(n_clients, per, *shape)
+    y = np.asarray(ds.y_train[:n]).reshape(n_clients, per)
     clients = fedavg.ClientData(jnp.asarray(x), jnp.asarray(y), jnp.asarray(x[:, :32]),
                                    jnp.asarray(y[:, :32]))
-    x_test = jnp.asarray(data.normalize(cifar.x_test[:args.fedavg_test], info))
-    y_test = jnp.asarray(cifar.y_test[:args.fedavg_test])
+    x_test = jnp.asarray(data.normalize(ds.x_test[:args.fedavg_test], info))
+    y_test = jnp.asarray(ds.y_test[:args.fedavg_test])
     config = fedavg.FedAvgConfig(rounds=args.fedavg_rounds, batch_size=32,
                                     patience=args.fedavg_rounds, eval_batch_size=100)
-    lines = []
+    store = results.KeyedRows(workdir / "fedavg_rows.jsonl", report=False)
+    wanted = []
     for backbone in args.fedavg_backbones:
         bare = models.get(backbone, num_classes=info.num_classes)
-        for label, model in ((backbone, bare), (f"imprint+{backbone} gain 1",
-                                                imprint.imprint_model(bare, 100, 1.0,
-                                                                      brightness_mean=mu,
-                                                                      brightness_std=sd))):
+        for gain in (None, *args.fedavg_gains):
+            ident = {"dataset": info.name, "backbone": backbone, "imprint_gain": gain,
+                     "bins": 100, "clients": n_clients, "images": per,
+                     "rounds": args.fedavg_rounds, "test": args.fedavg_test,
+                     "optimizer": "adam", "lr": config.lr, "batch": 32, "seed": args.seed}
+            wanted.append(results.row_id(ident))
+            if store.done(ident):
+                continue
+            model = bare if gain is None else imprint.imprint_model(
+                bare, 100, gain, brightness_mean=mu, brightness_std=sd)
             res = fedavg.train(model, NO_DEFENSE, clients, x_test, y_test,
                                   jax.random.key(args.seed), config, progress=False)
-            acc = " / ".join(f"{a:.3f}" for a in res.history["test_accuracy"])
-            loss = " / ".join(f"{a:.3f}" for a in res.history["train_loss"])
-            lines.append(f"| {label} | {acc} | {loss} | {res.wall_seconds:.0f} |")
-    return ["", f"FedAvg with and without the imprint block (CIFAR-10, {n_clients} IID "
+            label = backbone if gain is None else f"imprint+{backbone} gain {gain:g}"
+            store.add(ident, {"model": label,
+                              "test_accuracy": [float(a) for a in
+                                                res.history["test_accuracy"]],
+                              "train_loss": [float(a) for a in res.history["train_loss"]],
+                              "seconds": float(res.wall_seconds)})
+    lines = []
+    for r in store.rows():
+        if r.get("row_id") not in wanted:
+            continue
+        acc = " / ".join(f"{a:.3f}" for a in r["test_accuracy"])
+        loss = " / ".join(f"{a:.3f}" for a in r["train_loss"])
+        lines.append(f"| {r['model']} | {acc} | {loss} | {r['seconds']:.0f} |")
+    return ["", f"FedAvg with and without the imprint block ({info.name}, {n_clients} IID "
             f"clients x {per} images, {args.fedavg_rounds} rounds of 1 local epoch, Adam "
-            f"1e-3, batch 32; {args.fedavg_test} test images):", "",
+            f"1e-3, batch 32, 100 bins; {args.fedavg_test} test images):", "",
             "| model | test accuracy per round | mean train loss per round | seconds |",
             "|---|---|---|---|", *lines]
 
@@ -489,6 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fedavg-images", type=int, default=64, help="per client")
     parser.add_argument("--fedavg-rounds", type=int, default=3)
     parser.add_argument("--fedavg-test", type=int, default=200)
+    parser.add_argument("--fedavg-dataset", default="cifar10", choices=sorted(data.DATASETS),
+                        help="fedavg: the federation's data set")
+    parser.add_argument("--fedavg-gains", default="1",
+                        help="fedavg: imprint gains (comma separated; NotEasy: 0.001)")
     parser.add_argument("--rtf-laplace", type=int, default=1, choices=(0, 1),
                         help="add the row with bins at Laplace quantiles")
     parser.add_argument("--rtf-gains", default="0.001,1", help="FedAvg rows: imprint gains")
@@ -519,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.train_backbones = [v for v in args.train_backbones.split(",") if v]
         args.rtf_backbones = [v for v in args.rtf_backbones.split(",") if v]
         args.fedavg_backbones = [v for v in args.fedavg_backbones.split(",") if v]
+        args.fedavg_gains = [float(v) for v in args.fedavg_gains.split(",") if v]
         for key in ("pure_batches", "rgap_batches", "rgap_count_batches", "rgap_oracle_batches"):
             setattr(args, key, [int(v) for v in getattr(args, key).split(",") if v])
     except ValueError:
@@ -529,7 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ds = data.load(args.dataset, data_dir=args.data_dir, source=args.data_source)
         cifar = (data.load("cifar10", data_dir=args.data_dir, source=args.data_source)
-                 if {"rgap", "rgap_batch", "rtf_cifar", "fedavg"} & set(parts) else None)
+                 if {"rgap", "rgap_batch", "rtf_cifar"} & set(parts) else None)
+        fed_ds = (data.load(args.fedavg_dataset, data_dir=args.data_dir,
+                            source=args.data_source) if "fedavg" in parts else None)
     except data.DataError as e:
         print(f"error: {e}")
         return 2
@@ -543,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "rtf_cifar" in parts:
         rows += run_rtf_cifar(cifar, args, workdir)
     if "fedavg" in parts:
-        extra += imprint_fedavg_accuracy(cifar, args)
+        extra += imprint_fedavg_accuracy(fed_ds, args, workdir)
     if "training" in parts:
         extra += ["", f"Imprint training ({ds.info.name}, {args.train_samples} images, one "
                   "local epoch of SGD lr 0.1, batch 32, 100 bins):", "",
