@@ -28,3 +28,21 @@ def test_unknown_part_is_refused(capsys):
     with pytest.raises(SystemExit):
         analytic.main(["--parts=gradinversion"])
     assert "valid: analytic, rtf, training, cpa, rgap" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fedavg_part_resumes_from_its_keyed_rows(tmp_path, capsys):
+    argv = ["--parts=fedavg", "--fedavg-dataset=mnist", "--fedavg-backbones=mlp",
+            "--fedavg-gains=1", "--fedavg-clients=2", "--fedavg-images=32",
+            "--fedavg-rounds=2", "--fedavg-test=64", "--data-source=embedded",
+            f"--workdir={tmp_path}"]
+    assert analytic.main(argv) == 0
+    first = capsys.readouterr().out
+    rows = [line for line in first.splitlines() if line.startswith(("| mlp", "| imprint+mlp"))]
+    assert [r.split("|")[1].strip() for r in rows] == ["mlp", "imprint+mlp gain 1"], first
+    assert all(len(r.split("|")[2].split(" / ")) == 2 for r in rows)  # one value per round
+    stored = (tmp_path / "fedavg_rows.jsonl").read_text()
+    assert analytic.main(argv) == 0  # a rerun trains nothing and prints the same rows
+    assert (tmp_path / "fedavg_rows.jsonl").read_text() == stored
+    assert [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("| mlp", "| imprint+mlp"))] == rows
