@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,11 +72,10 @@ def effective(knowledge: mimic.Knowledge) -> mimic.Knowledge:
     return dataclasses.replace(knowledge, estimate_lr_scale=1.0, signed_estimates=False)
 
 
-def row(config: pipeline.AblationConfig, dataset: data.Dataset,
-        candidate: authors.Candidate, label: str, workdir: Path,
-        compute: bool = True) -> dict | None:
-    """One (candidate, stack) row, reused from ``results.jsonl`` when already there
-    (None when it is not and ``compute`` is False)."""
+def identity(config: pipeline.AblationConfig, dataset: data.Dataset,
+             candidate: authors.Candidate, label: str) -> tuple[dict, Any, Any, Any, Any]:
+    """The row's identity (every setting that changes its result, not the candidate's
+    name) and what it is computed with: (identity, model, stack, knowledge, config)."""
     names = STACKS[label][0]
     stack = config.stack(names)
     info = row_builders.layout_info(config, dataset)
@@ -85,10 +84,10 @@ def row(config: pipeline.AblationConfig, dataset: data.Dataset,
     knowledge = effective(candidate.knowledge(stack))
     cfg = candidate.ig_config(config.ig, stack)
     knowledge.check(model, stack)
-    # The identity is what the row computes, not the candidate's name: a candidate that
-    # changes nothing on a stack (DP noise estimation on DP alone, patience 800 without
-    # dropout) reuses the row of jgi's CDIA.
-    identity = {
+    # A candidate that changes nothing on a stack (DP noise estimation on DP alone,
+    # patience 800 without dropout) has the identity of jgi's CDIA there, so it reuses
+    # that row.
+    ident = {
         "experiment": "dp_candidates", "model": model.describe(),
         "dataset": config.dataset, "defenses": stack.describe(),
         "knowledge": dataclasses.asdict(knowledge), "attack_config": dataclasses.asdict(cfg),
@@ -98,13 +97,24 @@ def row(config: pipeline.AblationConfig, dataset: data.Dataset,
                  "shape": list(info.image_shape)},
     }
     if config.layout != "jgi":
-        identity["layout"] = config.layout
-    rid = results.row_id(identity)
-    existing = [r for r in results.read_rows(workdir / "results.jsonl")
-                if r.get("row_id") == rid]
-    if existing:
-        say(f"{candidate.name} x {label}: row {rid} already in results.jsonl (first made "
-            f"for {existing[-1]['candidate']}); reusing it.")
+        ident["layout"] = config.layout
+    return ident, model, stack, knowledge, cfg
+
+
+def row(config: pipeline.AblationConfig, dataset: data.Dataset,
+        candidate: authors.Candidate, label: str, store: results.KeyedRows,
+        compute: bool = True) -> dict | None:
+    """One (candidate, stack) row, reused from ``store`` (``<out>/results.jsonl``) when
+    a row with the same identity is there (None when it is not and ``compute`` is
+    False)."""
+    ident, model, stack, knowledge, cfg = identity(config, dataset, candidate, label)
+    info = row_builders.layout_info(config, dataset)
+    workdir = store.path.parent
+    rid = results.row_id(ident)
+    if store.done(ident):
+        existing = [r for r in store.rows() if r.get("row_id") == rid]
+        say(f"{candidate.name} x {label}: row {rid} already in {store.path.name} (first "
+            f"made for {existing[-1]['candidate']}); reusing it.")
         return {**existing[-1], "candidate": candidate.name, "number": candidate.number,
                 "stack": label}
     if not compute:
@@ -141,7 +151,7 @@ def row(config: pipeline.AblationConfig, dataset: data.Dataset,
     start_x = np.clip(data.denormalize(jnp.clip(start_x, lower, upper), info), 0.0, 1.0)
     start_ssim = metrics.ssim(victims.originals, start_x)
     out = {
-        "row_id": rid, "candidate": candidate.name, "number": candidate.number,
+        "candidate": candidate.name, "number": candidate.number,
         "stack": label, "defenses": list(stack.names),
         **{k: summary[k] for k in ("ssim_mean", "ssim_std", "psnr_mean", "mse_mean", "asr",
                                    "per_victim_ssim", "ssim_authors_mean", "asr_authors",
@@ -153,9 +163,9 @@ def row(config: pipeline.AblationConfig, dataset: data.Dataset,
         "best_loss": [float(v) for v in result.best_loss],
         "finite_loss": bool(np.all(np.isfinite(result.best_loss))),
         "wall_seconds": result.wall_seconds, "device": row_builders.device_description(),
-        "config": identity,
+        "config": ident,
     }
-    results.append_row(workdir / "results.jsonl", out)
+    out = store.add(ident, out)
     checkpoint.clear()
     say(f"        SSIM {out['ssim_mean']:.3f} (± {out['ssim_std']:.3f}), ASR "
         f"{100 * out['asr']:.1f}%; authors' SSIM {out['ssim_authors_mean']:.3f}, ASR "
@@ -219,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock = contextlib.nullcontext() if args.table_only else results.lock_workdir(out)
         with results.sigterm_as_interrupt(), lock:
             datasets: dict[str, data.Dataset] = {}
+            store = results.KeyedRows(out / "results.jsonl")
             # Stack by stack, in the order given (the collapsed rows first, by default),
             # every candidate on one stack before the next stack.
             for label in stacks:
@@ -229,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         datasets[config.dataset] = data.load(
                             config.dataset, data_dir=config.data_dir,
                             source=config.data_source)
-                    r = row(config, datasets[config.dataset], candidate, label, out,
+                    r = row(config, datasets[config.dataset], candidate, label, store,
                             compute=not args.table_only)
                     if r is not None:
                         done.append(r)

@@ -191,3 +191,28 @@ def test_cdia_dp_estimate_attack_is_cdia_with_dpia_only_where_dp_is_combined(spe
     # registered for the ablation's --attack (opt-in: the default stays cdia)
     from jgi.attacks import ATTACKS
     assert ATTACKS["cdia-dpia"](stack) == k
+
+
+def test_the_experiment_keys_rows_by_every_setting_and_reuses_them(tmp_path, mnist_sample):
+    from experiments import dp_candidates as exp
+    from jgi import pipeline, results
+
+    config = pipeline.AblationConfig(model="cnn", dataset="mnist", victims=2,
+                                     ig=IGConfig(max_iters=5), data_source="embedded")
+    store = results.KeyedRows(tmp_path / "results.jsonl", report=False)
+    none, est = authors.get("none"), authors.get("dp-estimate")
+    assert exp.row(config, mnist_sample, none, "DP", store, compute=False) is None
+    ident = exp.identity(config, mnist_sample, none, "DP")[0]
+    store.add(ident, {"candidate": "none", "stack": "DP", "ssim_mean": 0.5, "asr": 0.0})
+    # A fresh store on the same file (a rerun of the same command) finds the row, and a
+    # candidate that computes the same thing on DP alone reuses it under its own name.
+    again = results.KeyedRows(tmp_path / "results.jsonl", report=False)
+    got = exp.row(config, mnist_sample, est, "DP", again, compute=False)
+    assert (got["candidate"], got["ssim_mean"]) == ("dp-estimate", 0.5)
+    # Every setting is in the key: the estimate on DP + CVB, more iterations, another
+    # seed or another victim count are other rows.
+    assert exp.row(config, mnist_sample, est, "DP + CVB", again, compute=False) is None
+    for changed in (dataclasses.replace(config, ig=IGConfig(max_iters=6)),
+                    dataclasses.replace(config, seed=1),
+                    dataclasses.replace(config, victims=3)):
+        assert exp.row(changed, mnist_sample, none, "DP", again, compute=False) is None
