@@ -25,8 +25,13 @@ whole process, so a row's figure includes every earlier row's.
 Fig. 5's noise: Gaussian noise of variance ``v`` (std ``sqrt(v)``) added to every entry
 of the shared gradient, no clipping, before the attack sees it.
 
-Rows go to ``<out>/results.jsonl``; a row already there is skipped on a rerun, so an
-interrupted sweep resumes. ``table.md`` and one grid PNG per row (original above the
+Rows go to ``<out>/results.jsonl`` through :class:`jgi.results.KeyedRows`, keyed by every
+setting that changes a result (:func:`identity`); a row already there is skipped on a
+rerun, so an interrupted sweep resumes. Within a row, ``--checkpoint-every=SECONDS``
+saves the runner's state (image, L-BFGS history, best point) at chunk boundaries into
+``<out>/ckpt/<row id>`` at most that often, and a rerun continues the row from there
+(for the long 512^2-2048^2 rows; ``--chunk-size`` sets the steps between boundaries).
+``table.md`` and one grid PNG per row (original above the
 reconstruction) are written into ``--out``, and ``fig5.png`` when there are noise rows.
 """
 
@@ -44,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import figures, metrics, report, results
+from jgi import checkpointing, figures, metrics, report, results
 from jgi.attacks import highres, lbfgs
 from jgi.data import DataError
 from jgi.data import highres as images
@@ -53,8 +58,6 @@ from jgi.models.layers import CONV_IMPLS
 from jgi.models.lenet import ACTIVATIONS, HEALTH_OPTIONS, lenet
 
 METHODS = ("paper", "dlg-baseline")
-IDENTITY_KEYS = ("resolution", "method", "image", "noise_variance", "steps", "lbfgs",
-                 "activation", "init", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,12 @@ class SweepConfig:
       gradient_mode: the gradient term's derivative ("jvp", fastest, or
         "double-reverse"; :func:`jgi.attacks.highres.gradient_term`).
       data_dir: where PneumoniaMNIST's file is (None: ``JGI_DATA_DIR``).
+      gradient_reduction: the gradient distance over the parameters, "sum" (DLG's sum of
+        squares, the default) or "mean" (the paper's "MSE" taken literally: the sum / the
+        number of gradient entries, which makes the TV and six-norm weights that many
+        times stronger relative to the gradient term).
+      chunk_size: steps per compiled chunk (None: min(10, steps)); checkpoints and the
+        progress bar act between chunks. Does not change the iterates.
     """
 
     resolutions: tuple[int, ...] = (64, 128)
@@ -92,6 +101,8 @@ class SweepConfig:
     conv_impl: str = "patches"
     gradient_mode: str = "jvp"
     data_dir: str | None = None
+    gradient_reduction: str = "sum"
+    chunk_size: int | None = None
 
     def __post_init__(self):
         bad = sorted(set(self.methods) - set(METHODS))
@@ -102,12 +113,16 @@ class SweepConfig:
                              f"{self.resolutions}.")
         for name, valid in (("lbfgs", lbfgs.SEMANTICS), ("activation", ACTIVATIONS),
                             ("init", highres.INITS), ("conv_impl", CONV_IMPLS),
-                            ("gradient_mode", highres.GRADIENT_MODES)):
+                            ("gradient_mode", highres.GRADIENT_MODES),
+                            ("gradient_reduction", highres.REDUCTIONS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name} must be one of {', '.join(valid)}, got "
                                  f"{getattr(self, name)!r}.")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 (or None: min(10, steps)), got "
+                             f"{self.chunk_size}.")
         if not self.images:
             raise ValueError("images: give at least one image spec.")
         if any(v < 0 for v in self.noise_variances) or not self.noise_variances:
@@ -117,17 +132,22 @@ class SweepConfig:
 
 def attack_config(method: str, side: int, sweep: SweepConfig) -> highres.HighResConfig:
     common = {"max_iters": sweep.steps, "lbfgs": sweep.lbfgs, "init": sweep.init,
-              "chunk_size": min(10, sweep.steps), "gradient_mode": sweep.gradient_mode}
+              "chunk_size": min(10, sweep.steps) if sweep.chunk_size is None
+              else min(sweep.chunk_size, sweep.steps), "gradient_mode": sweep.gradient_mode,
+              "gradient_reduction": sweep.gradient_reduction}
     if method == "paper":
         return highres.for_resolution(side, **common)
     return highres.dlg_baseline(**common)
 
 
 def identity(side: int, method: str, image: str, variance: float, sweep: SweepConfig) -> dict:
-    """Everything that determines a row's result."""
+    """Everything that determines a row's result (the formulations too: they change the
+    float rounding, hence the trajectory; the chunk size does not)."""
     return {"resolution": side, "method": method, "image": image,
             "noise_variance": float(variance), "steps": sweep.steps, "lbfgs": sweep.lbfgs,
-            "activation": sweep.activation, "init": sweep.init, "seed": sweep.seed}
+            "activation": sweep.activation, "init": sweep.init, "seed": sweep.seed,
+            "conv_impl": sweep.conv_impl, "gradient_mode": sweep.gradient_mode,
+            "gradient_reduction": sweep.gradient_reduction}
 
 
 def peak_memory() -> tuple[float, str]:
@@ -139,7 +159,8 @@ def peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"
 
 
-def run_row(ident: dict, sweep: SweepConfig, out: Path, progress: bool = False) -> dict:
+def run_row(ident: dict, sweep: SweepConfig, out: Path, progress: bool = False,
+            checkpoint=None) -> dict:
     side, method = ident["resolution"], ident["method"]
     shape = (side, side, 3)
     src = images.load_image(ident["image"], side, data_dir=sweep.data_dir)
@@ -157,7 +178,8 @@ def run_row(ident: dict, sweep: SweepConfig, out: Path, progress: bool = False) 
     config = attack_config(method, side, sweep)
     result = highres.reconstruct(model, params, grad, y, jax.random.key(sweep.seed + 1),
                                  config, input_shape=shape,
-                                 progress=f"{side}^2 {method}" if progress else False)
+                                 progress=f"{side}^2 {method}" if progress else False,
+                                 **({} if checkpoint is None else {"checkpoint": checkpoint}))
     rec = result.images[:, 0]
     logits, _ = jax.jit(model.forward)(params, x, {})
     dense = params[model.classifier]
@@ -179,7 +201,12 @@ def run_row(ident: dict, sweep: SweepConfig, out: Path, progress: bool = False) 
             "analytic_logit_error": analytic_err,
             "weights": [config.alpha_g, config.alpha_tv, config.alpha_norm],
             "device": jax.devices()[0].device_kind, "grid": grid.name,
-            "conv_impl": sweep.conv_impl, "gradient_mode": sweep.gradient_mode}
+            "resumed_from_step": None if checkpoint is None else checkpoint.restored_step}
+
+
+def _reduction(r: dict) -> str:
+    """The row's gradient reduction (rows written before the option existed: "sum")."""
+    return r.get("gradient_reduction", "sum")
 
 
 def _image_cell(r: dict) -> str:
@@ -212,10 +239,12 @@ def markdown(rows: Sequence[dict]) -> str:
     noisy = [r for r in rows if r["noise_variance"] > 0]
     if noisy:
         out += ["", "## Fig. 5-style (Gaussian noise on the gradient)", "",
-                "| side | image | method | variance | MSE | SSIM | PSNR |", "|" + "---|" * 7]
+                "| side | image | method | reduction | variance | MSE | SSIM | PSNR |",
+                "|" + "---|" * 8]
         for r in sorted(noisy, key=lambda r: (r["resolution"], r["image"], r["method"],
-                                               r["noise_variance"])):
+                                               _reduction(r), r["noise_variance"])):
             out.append(f"| {r['resolution']} | {_image_cell(r)} | {r['method']} | "
+                       f"{_reduction(r)} | "
                        f"{r['noise_variance']:g} | {r['mse']:.4f} | {r['ssim']:.3f} | "
                        f"{r['psnr']:.2f} |")
         ref = highres.PAPER_FIG5_AT_1E2
@@ -232,13 +261,14 @@ def fig5(rows: Sequence[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     noisy = [r for r in rows if r["noise_variance"] > 0]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    groups = sorted({(r["resolution"], r["image"], r["method"]) for r in noisy})
+    groups = sorted({(r["resolution"], r["image"], r["method"], _reduction(r)) for r in noisy})
     for g in groups:
-        rs = sorted((r for r in noisy if (r["resolution"], r["image"], r["method"]) == g),
+        rs = sorted((r for r in noisy
+                     if (r["resolution"], r["image"], r["method"], _reduction(r)) == g),
                     key=lambda r: r["noise_variance"])
         for ax, key in zip(axes, ("mse", "ssim", "psnr"), strict=True):
             ax.plot([r["noise_variance"] for r in rs], [r[key] for r in rs], "o-",
-                    label=f"{g[0]} {g[1]} {g[2]}")
+                    label=f"{g[0]} {g[1]} {g[2]} {g[3]}")
     for ax, key in zip(axes, ("MSE", "SSIM", "PSNR"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("noise variance")
@@ -270,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--conv-impl", default="patches")
     ap.add_argument("--gradient-mode", default="jvp")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--gradient-reduction", default="sum",
+                    help="sum (DLG's, default) or mean (the paper's MSE taken literally)")
+    ap.add_argument("--chunk-size", type=int, default=None,
+                    help="steps per compiled chunk (default min(10, steps))")
+    ap.add_argument("--checkpoint-every", type=float, default=0.0,
+                    help="seconds between checkpoints of a running row (0: none)")
     ap.add_argument("--progress", action="store_true", help="a progress bar per row (stderr)")
     args = ap.parse_args(argv)
     try:
@@ -279,15 +315,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             images=tuple(v for v in args.images.split(",") if v), steps=args.steps,
             lbfgs=args.lbfgs, activation=args.activation, init=args.init,
             noise_variances=_floats(args.noise_variances), seed=args.seed,
-            conv_impl=args.conv_impl, gradient_mode=args.gradient_mode, data_dir=args.data_dir)
+            conv_impl=args.conv_impl, gradient_mode=args.gradient_mode, data_dir=args.data_dir,
+            gradient_reduction=args.gradient_reduction, chunk_size=args.chunk_size)
+        if args.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every must be >= 0 seconds (0: none), got "
+                             f"{args.checkpoint_every}.")
     except ValueError as e:
         print(f"error: {e}")
         return 2
     out = Path(args.out)
     rows_path = out / "results.jsonl"
     with results.lock_workdir(out), results.sigterm_as_interrupt():
-        done = {results.row_id({k: r[k] for k in IDENTITY_KEYS})
-                for r in results.read_rows(rows_path)}
+        store = results.KeyedRows(rows_path)
         added = 0
         for side in sweep.resolutions:
             for image in sweep.images:
@@ -295,19 +334,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for variance in sweep.noise_variances:
                         ident = identity(side, method, image, variance, sweep)
                         label = f"{side}^2 {method} {image} var={variance:g}"
-                        if results.row_id(ident) in done:
+                        if store.done(ident):
                             print(f"{label}: row already in {rows_path}, skipped")
                             continue
+                        ckpt = (checkpointing.AttackCheckpoint(
+                            out / "ckpt" / results.row_id(ident), args.checkpoint_every)
+                            if args.checkpoint_every > 0 else None)
                         try:
-                            row = run_row(ident, sweep, out, args.progress)
+                            row = run_row(ident, sweep, out, args.progress, ckpt)
                         except DataError as e:
                             print(f"error: {e}")
                             return 2
-                        results.append_row(rows_path, row)
+                        store.add(ident, row)
+                        if ckpt is not None:
+                            ckpt.clear()
                         added += 1
                         print(f"{label}: SSIM {row['ssim']:.3f} MSE {row['mse']:.4f} PSNR "
                               f"{row['psnr']:.2f} in {row['seconds']:.0f} s", flush=True)
-        rows = results.read_rows(rows_path)
+        rows = store.rows()
         table = markdown(rows)
         results.write_text(out / "table.md", table)
         if any(r["noise_variance"] > 0 for r in rows) and (added or not (out / "fig5.png")
