@@ -31,9 +31,10 @@ Metric: each reconstruction is compared with every image the client holds, and t
 reports the mean over clients of the best SSIM (and the PSNR of that image): for a
 single gradient that is the one image; for a FedAvg client it asks "does the output look
 like any of its images". ``label_acc``: the guessed label equals the matched image's.
-Rows go to ``<workdir>/results.jsonl`` keyed by everything that determines them; a rerun
-skips rows already there (resumable). A table of SSIM per setting and attack is printed
-and written to ``<workdir>/table.md``; one grid PNG per row to ``<workdir>/grids``.
+Rows go to ``<workdir>/results.jsonl`` through :class:`jgi.results.KeyedRows`, keyed by
+every setting that determines them; a rerun skips rows already there (resumable). A
+table of SSIM per setting and attack is printed and written to ``<workdir>/table.md``;
+one grid PNG per row to ``<workdir>/grids``.
 """
 
 from __future__ import annotations
@@ -162,6 +163,21 @@ def write_curve(stem: Path, curve: list[dict], title: str) -> None:
     plt.close(fig)
 
 
+def save_grid(workdir: Path, name: str, originals, recon, ssims, title: str) -> None:
+    """``<workdir>/grids/<name>.png``: each victim's original above its reconstruction."""
+    from jgi import figures  # pylint: disable=g-import-not-at-top
+    (workdir / "grids").mkdir(parents=True, exist_ok=True)
+    figures.reconstruction_grid(originals, recon, ssims, workdir / "grids" / f"{name}.png",
+                                title=title)
+
+
+def write_table(workdir: Path, text: str) -> None:
+    """The run's table: ``<workdir>/table.md``, the HTML report refreshed, and stdout."""
+    results.write_text(workdir / "table.md", text)
+    report.write_report_safely(workdir)
+    print(text)
+
+
 def table(rows: list[dict], attacks: Sequence[str]) -> str:
     settings = sorted({(r["n"], r["batch"], r["epochs"]) for r in rows},
                       key=lambda s: (s[0] * s[2] // s[1], s))
@@ -176,6 +192,14 @@ def table(rows: list[dict], attacks: Sequence[str]) -> str:
         steps = s[2] * -(-s[0] // s[1])
         lines.append(f"| {s[0]}x{s[1]}x{s[2]} ({steps}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\ncells: mean best-match SSIM / PSNR (dB) over clients\n"
+
+
+def _distance(row: dict) -> str | None:
+    """A row's GGL distance; rows written before it was in every GGL identity used the
+    default (and carried none)."""
+    if not row["attack"].startswith("ggl"):
+        return None
+    return row.get("ggl_distance") or "layer_l2"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = model.init(jax.random.key(args.seed), info.image_shape)
     generator = gen.load_generator(args.generator) if any(
         a in ("ggl", "ggl-untrained", "gias", "gen-sample") for a in attacks) else None
-    done = {r["id"] for r in results.read_rows(out)}
+    store = results.KeyedRows(out)
     for n, batch, epochs in grid:
         rng = np.random.default_rng([args.seed, n])
         idx = rng.choice(len(ds.x_test), args.victims * n, replace=False)
@@ -235,11 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "budget": {"ggl": [args.population, args.generations],
                                    "ggl-untrained": [args.population, args.generations],
                                    "ig": args.ig_iters, "grnn": args.grnn_iters,
-                                   "gias": args.gias_iters, "gen-sample": 0}[attack]}
-            if attack.startswith("ggl") and args.ggl_distance != "layer_l2":
-                identity["ggl_distance"] = args.ggl_distance  # default rows keep their ids
-            rid = results.row_id(identity)
-            if rid in done:
+                                   "gias": args.gias_iters, "gen-sample": 0}[attack],
+                        "data_source": args.data_source,
+                        "ggl_distance": args.ggl_distance if attack.startswith("ggl")
+                        else None}
+            if store.done(identity):
                 continue
             if updates is None:
                 xn = jnp.asarray(data.normalize(x01, info))
@@ -264,31 +288,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        jax.random.key(args.seed + 2), generator, on_chunk)
             m = best_match(x01, y, recon, labels)
             matched = x01[np.arange(args.victims), m.pop("matched")]
-            row = {"id": rid, **identity, **m, "seconds": round(time.time() - t0, 1)}
+            row = {**identity, **m, "seconds": round(time.time() - t0, 1)}
             if curve:
                 row["curve"] = curve
                 write_curve(workdir / "curves" / f"{attack}_{n}x{batch}x{epochs}", curve,
                             f"{attack} on {args.model}, {n}x{batch}x{epochs}")
-            results.append_row(out, row)
-            done.add(rid)
-            from jgi import figures  # pylint: disable=g-import-not-at-top
-            (workdir / "grids").mkdir(parents=True, exist_ok=True)
-            figures.reconstruction_grid(
-                matched, recon[:, 0], m["ssim_per_victim"],
-                workdir / "grids" / f"{attack}_{n}x{batch}x{epochs}.png",
-                title=f"{attack}, {n}x{batch}x{epochs}: SSIM {m['ssim']:.3f}")
+            store.add(identity, row)
+            save_grid(workdir, f"{attack}_{n}x{batch}x{epochs}", matched, recon[:, 0],
+                      m["ssim_per_victim"],
+                      f"{attack}, {n}x{batch}x{epochs}: SSIM {m['ssim']:.3f}")
             print(f"{attack} {n}x{batch}x{epochs}: SSIM {m['ssim']:.3f} PSNR "
                   f"{m['psnr']:.1f} label acc {m['label_acc']:.2f} ({row['seconds']} s)",
                   file=sys.stderr)
-    distance = None if args.ggl_distance == "layer_l2" else args.ggl_distance
-    rows = [r for r in results.read_rows(out) if r.get("experiment") == "generative"
+    rows = [r for r in store.rows() if r.get("experiment") == "generative"
             and r["model"] == args.model and r["victims"] == args.victims
-            and r.get("ggl_distance") == (distance if r["attack"].startswith("ggl")
-                                          else None)]
-    text = table(rows, attacks)
-    results.write_text(workdir / "table.md", text)
-    report.write_report_safely(workdir)
-    print(text)
+            and r.get("dataset", "mnist") == args.dataset
+            and _distance(r) == (args.ggl_distance if r["attack"].startswith("ggl")
+                                 else None)]
+    write_table(workdir, table(rows, attacks))
     return 0
 
 

@@ -37,7 +37,8 @@ table repeats it (``same search``).
 Metric: SSIM / PSNR of each victim's reconstruction against its image (in [0, 1]),
 mean over victims; ``label_acc``: iDLG's guess (GGL's) right. Rows go to
 ``<workdir>/results.jsonl`` keyed by everything that determines them (a rerun skips
-rows already there); the table to ``<workdir>/table.md``, grids to ``<workdir>/grids``.
+rows already there; :class:`jgi.results.KeyedRows`); the table to
+``<workdir>/table.md``, grids to ``<workdir>/grids``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jgi import data, defenses, fl, metrics, models, report, results
+from experiments.generative import save_grid, write_table
+from jgi import data, defenses, fl, metrics, models, results
 from jgi.attacks import ggl, ig
 from jgi.attacks.labels import idlg_labels
 from jgi.models import generator as gen
@@ -158,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     x01 = np.asarray(ds.x_test[idx], np.float32).reshape(args.victims, *info.image_shape)
     y = jnp.asarray(ds.y_test[idx], jnp.int32)
     generator = gen.load_generator(args.generator)
-    done = {r["id"] for r in results.read_rows(out)}
+    store = results.KeyedRows(out)
     for d, stack in stacks.items():
         model = models.get("mlp", **stack.model_options())
         params = model.init(jax.random.key(args.seed), info.image_shape)
@@ -167,13 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if attack == "ggl-reapply" and not gradient_level(stack):
                 continue  # the same search as "ggl" (see the module docstring)
             identity = {"experiment": "ggl_defenses", "attack": attack, "defense": d,
-                        "stack": stack.describe(), "victims": args.victims,
-                        "seed": args.seed,
+                        "stack": stack.describe(), "dataset": "mnist", "model": "mlp",
+                        "victims": args.victims, "seed": args.seed,
                         "generator": None if attack == "ig" else args.generator,
                         "budget": args.ig_iters if attack == "ig"
                         else [args.population, args.generations]}
-            rid = results.row_id(identity)
-            if rid in done:
+            if store.done(identity):
                 continue
             if updates is None:
                 xn = jnp.asarray(data.normalize(x01, info))
@@ -185,27 +186,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             recon, labels = run_attack(attack, args, model, params, updates, stack, info,
                                        jax.random.key(args.seed + 2), generator)
             s, ps = metrics.ssim(x01, recon), metrics.psnr(x01, recon)
-            row = {"id": rid, **identity, "ssim": float(np.mean(s)),
+            row = {**identity, "ssim": float(np.mean(s)),
                    "psnr": float(np.mean(ps)),
                    "ssim_per_victim": [round(float(a), 4) for a in s],
                    "label_acc": float(np.mean(labels == np.asarray(y))),
                    "seconds": round(time.time() - t0, 1)}
-            results.append_row(out, row)
-            done.add(rid)
-            from jgi import figures  # pylint: disable=g-import-not-at-top
-            (workdir / "grids").mkdir(parents=True, exist_ok=True)
-            figures.reconstruction_grid(
-                x01, recon, row["ssim_per_victim"],
-                workdir / "grids" / f"{attack}_{d.replace(':', '')}.png",
-                title=f"{attack}, {d}: SSIM {row['ssim']:.3f}")
+            store.add(identity, row)
+            save_grid(workdir, f"{attack}_{d.replace(':', '')}", x01, recon,
+                      row["ssim_per_victim"], f"{attack}, {d}: SSIM {row['ssim']:.3f}")
             print(f"{attack} {d}: SSIM {row['ssim']:.3f} PSNR {row['psnr']:.1f} label acc "
                   f"{row['label_acc']:.2f} ({row['seconds']} s)", file=sys.stderr)
-    rows = [r for r in results.read_rows(out) if r.get("experiment") == "ggl_defenses"
+    rows = [r for r in store.rows() if r.get("experiment") == "ggl_defenses"
             and r["victims"] == args.victims and r["seed"] == args.seed]
-    text = table(rows, names)
-    results.write_text(workdir / "table.md", text)
-    report.write_report_safely(workdir)
-    print(text)
+    write_table(workdir, table(rows, names))
     return 0
 
 

@@ -40,24 +40,33 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jgi import data, metrics, models, report
-from jgi.attacks import gias, grnn, runner
+from jgi import data, metrics, models, report, results
+from jgi.attacks import ggl, gias, grnn, runner
 from jgi.attacks.distances import cosine_distance
 from jgi.attacks.regularizers import total_variation
 from jgi.fl.client import ClientRandomness, client_update
 
-SHAPE = (28, 28, 1)
+DATASETS = ("mnist", "cifar10")
+COMPARED = ("gias", "ig", "ggl", "grnn")  # the attacks of the batch comparison
 
 
-def victims_data(n: int, batch: int, seed: int = 0):
-    ds = data.load("mnist")
+def victims_data(n: int, batch: int, seed: int = 0, dataset: str = "mnist",
+                 source: str = "auto"):
+    """``(x (n, batch, H, W, C) in [0, 1], y (n, batch), info)`` from the test split."""
+    ds = data.load(dataset, source=source)
     rng = np.random.default_rng(seed)
     idx = rng.choice(ds.x_test.shape[0], n * batch, replace=False)
-    x = np.asarray(ds.x_test[idx], np.float32).reshape(n, batch, *SHAPE)
+    shape = tuple(ds.info.image_shape)
+    x = np.asarray(ds.x_test[idx], np.float32).reshape(n, batch, *shape)
     if x.max() > 1.5:
         x = x / 255.0
     y = np.asarray(ds.y_test[idx], np.int32).reshape(n, batch)
-    return jnp.asarray(x), jnp.asarray(y), data.DATASETS["mnist"]
+    return jnp.asarray(x), jnp.asarray(y), ds.info
+
+
+def stats_of(info):
+    """The dataset's per-channel ``(mean, std)`` as float32 arrays."""
+    return (np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32))
 
 
 def observe(model, params, x, y):
@@ -65,52 +74,93 @@ def observe(model, params, x, y):
 
 
 def row_of(setting, x, images, labels, y, loss, seconds, extra):
-    flat_x = np.asarray(x).reshape(-1, *SHAPE)
-    flat_r = np.clip(np.asarray(images).reshape(-1, *SHAPE), 0, 1)
-    ssim, psnr = metrics.ssim(flat_x, flat_r), metrics.psnr(flat_x, flat_r)
-    return {"setting": setting, "victims": int(x.shape[0]), "batch": int(x.shape[1]),
+    """SSIM/PSNR per image, positional (reconstruction k against original k); an attack
+    that returns fewer images per victim than the batch (GGL: one) is scored by each
+    image's best match among the victim's originals, and says so (``scoring``)."""
+    x, images = np.asarray(x), np.clip(np.asarray(images), 0, 1)
+    shape = x.shape[2:]
+    v, b = x.shape[:2]
+    labels, y = np.asarray(labels), np.asarray(y)
+    if images.shape[1] == b:
+        flat_x, flat_r = x.reshape(-1, *shape), images.reshape(-1, *shape)
+        ssim, psnr = metrics.ssim(flat_x, flat_r), metrics.psnr(flat_x, flat_r)
+        label_acc, scoring = float(np.mean(labels == y)), "positional"
+    else:
+        rep = np.repeat(images[:, :1], b, axis=1).reshape(-1, *shape)
+        s = metrics.ssim(x.reshape(-1, *shape), rep).reshape(v, b)
+        p = metrics.psnr(x.reshape(-1, *shape), rep).reshape(v, b)
+        j = s.argmax(1)
+        ssim, psnr = s[np.arange(v), j], p[np.arange(v), j]
+        label_acc = float(np.mean(labels.reshape(v, -1)[:, 0] == y[np.arange(v), j]))
+        scoring = "best match of 1 image per victim"
+    return {**extra, "setting": setting, "victims": int(v), "batch": int(b),
             "ssim_mean": float(ssim.mean()), "ssim_median": float(np.median(ssim)),
             "psnr_mean": float(psnr.mean()), "ssim": ssim.round(4).tolist(),
-            "psnr": psnr.round(2).tolist(),
-            "label_acc": float(np.mean(np.asarray(labels) == np.asarray(y))),
-            "loss": np.asarray(loss).tolist(), "seconds": seconds, **extra}
+            "psnr": psnr.round(2).tolist(), "label_acc": label_acc, "scoring": scoring,
+            "loss": np.asarray(loss).tolist(), "seconds": seconds}
 
 
-def run_grnn(args, out: Path):
-    x, y, info = victims_data(args.victims, 1, args.seed)
-    model = models.get("lenet")
-    params = model.init(jax.random.key(args.seed), SHAPE)
-    rows = []
-    for setting in args.settings.split(","):
-        normalised = setting != "raw"
-        xm = (x - info.mean[0]) / info.std[0] if normalised else x
+def run_grnn(args, out: Path, store):
+    """GRNN per normalisation setting, and (``--grnn-ig-iters``) IG on the same victims."""
+    x, y, info = victims_data(args.victims, 1, args.seed, args.dataset,
+                              args.data_source)
+    shape = tuple(info.image_shape)
+    model = models.get("lenet", num_classes=info.num_classes)
+    params = model.init(jax.random.key(args.seed), shape)
+    mean, std = stats_of(info)
+    base = {"experiment": "grnn_gias", "dataset": args.dataset, "model": "lenet",
+            "victims": args.victims, "batch": 1, "seed": args.seed}
+    settings = args.settings.split(",")
+    if args.grnn_ig_iters:
+        settings += ["ig-raw"] if "raw" in settings else []
+        settings += ["ig-norm"] if any(s.startswith("norm") for s in settings) else []
+    for setting in settings:
+        normalised = setting not in ("raw", "ig-raw")
+        if setting.startswith("ig"):
+            identity = {**base, "attack": "ig", "setting": setting,
+                        "iters": args.grnn_ig_iters, "normalized": normalised}
+        else:
+            identity = {**base, "attack": "grnn", "setting": setting, "iters": args.iters,
+                        "optimizer": args.grnn_optimizer, "lr": args.grnn_lr}
+        if store.done(identity):
+            continue
+        xm = (x - mean) / std if normalised else x
         updates = observe(model, params, xm, y)
+        t0 = time.perf_counter()
+        if setting.startswith("ig"):
+            bounds = data.input_bounds(info) if normalised else (0.0, 1.0)
+            result = ig_batch(model, params, updates, y, jax.random.key(args.seed + 3),
+                              iters=args.grnn_ig_iters, lr=0.1, tv=1e-4, bounds=bounds,
+                              batch=1, shape=shape, progress=setting)
+            images = np.asarray(result.best["x"])
+            images = images * std + mean if normalised else images
+            row = row_of(setting, x, images, y, y, result.best_loss,
+                         time.perf_counter() - t0, identity)
+            np.savez_compressed(out / f"{setting}.npz", x=np.asarray(x), images=images,
+                                labels=y)
+            _append(store, identity, row)
+            continue
         config = grnn.GRNNConfig(max_iters=args.iters, optimizer=args.grnn_optimizer,
                                  lr=args.grnn_lr, chunk_size=50)
-        t0 = time.perf_counter()
         result = grnn.reconstruct(model, params, updates, jax.random.key(args.seed + 1),
-                                  config, input_shape=SHAPE,
-                                  normalization=(info.mean, info.std)
+                                  config, input_shape=shape,
+                                  normalization=(mean, std)
                                   if setting == "norm-mapped" else None,
                                   progress=f"grnn {setting}")
         seconds = time.perf_counter() - t0
         row = row_of(f"grnn/{setting}", x, result.images, result.labels, y, result.loss,
-                     seconds, {"attack": "grnn", "iters": args.iters,
-                               "optimizer": args.grnn_optimizer, "lr": args.grnn_lr,
-                               "compile_s": result.attack.compile_seconds})
+                     seconds, {**identity, "compile_s": result.attack.compile_seconds})
         np.savez_compressed(out / f"grnn-{setting}.npz", x=np.asarray(x),
                             images=result.images, labels=result.labels)
-        rows.append(row)
-        _append(out, row)
-    return rows
+        _append(store, identity, row)
 
 
 def ig_batch(model, params, updates, labels, key, *, iters, lr, tv, bounds, batch,
-             progress):
+             progress, shape=(28, 28, 1)):
     """IG on a batch per victim: cosine + TV on the pixels, Adam, box, known labels."""
     def init(k, victim, context):
         del victim, context
-        return {"x": jax.random.normal(k, (batch, *SHAPE), jnp.float32)}
+        return {"x": jax.random.normal(k, (batch, *shape), jnp.float32)}
 
     def objective(c, victim, context, k):
         del k
@@ -127,6 +177,7 @@ def ig_batch(model, params, updates, labels, key, *, iters, lr, tv, bounds, batc
     marks = [int(iters // f) for f in (2.667, 1.6, 1.142)]
     opt = optax.adam(optax.piecewise_constant_schedule(lr, {m: 0.1 for m in marks}))
     problem = runner.Problem(init, objective, opt, project)
+    bounds = tuple(jnp.asarray(b, jnp.float32) for b in bounds)
     result = runner.run(problem, {"target": updates, "label": labels},
                         {"params": params, "bounds": bounds}, key,
                         runner.StoppingRule(iters, -np.inf, iters + 1), chunk_size=50,
@@ -158,26 +209,44 @@ def generator_from(path: str, width: int | None):
     return spec, params, str(path)
 
 
-def run_gias(args, out: Path):
+def run_gias(args, out: Path, store):
+    """GIAS, IG, GGL and GRNN on the same victims (``--batch`` images each)."""
     spec, gen_params, gen_desc = generator_from(args.generator, args.generator_width)
     print("generator:", gen_desc, spec, flush=True)
-    x, y, info = victims_data(args.victims, args.batch, args.seed + 100)
-    model = models.get("lenet")
-    params = model.init(jax.random.key(args.seed), SHAPE)
-    normalization = (info.mean, info.std) if args.normalize else None
-    xm = (x - info.mean[0]) / info.std[0] if args.normalize else x
-    updates = observe(model, params, xm, y)
-    rows = []
+    x, y, info = victims_data(args.victims, args.batch, args.seed + 100, args.dataset,
+                              args.data_source)
+    shape = tuple(info.image_shape)
+    model = models.get("lenet", num_classes=info.num_classes)
+    params = model.init(jax.random.key(args.seed), shape)
+    mean, std = stats_of(info)
+    normalization = (mean, std) if args.normalize else None
+    xm = (x - mean) / std if args.normalize else x
+    updates = None
+    base = {"experiment": "grnn_gias", "dataset": args.dataset, "model": "lenet",
+            "victims": args.victims, "batch": args.batch, "seed": args.seed,
+            "normalized": bool(args.normalize)}
     for attack in args.attack.split(","):
-        if attack not in ("gias", "ig"):
+        if attack not in COMPARED:
             continue
+        identity = {**base, "attack": attack, **{
+            "gias": {"latent_iters": args.latent_iters, "param_iters": args.param_iters,
+                     "restarts": args.restarts, "generator": gen_desc},
+            "ig": {"iters": args.latent_iters + args.param_iters},
+            "ggl": {"population": args.population, "generations": args.generations,
+                    "generator": gen_desc},
+            "grnn": {"iters": args.iters, "optimizer": args.grnn_optimizer,
+                     "lr": args.grnn_lr}}[attack]}
+        if store.done(identity):
+            continue
+        if updates is None:
+            updates = observe(model, params, xm, y)
         t0 = time.perf_counter()
+        key = jax.random.key(args.seed + {"gias": 2, "ig": 3, "ggl": 4, "grnn": 5}[attack])
         if attack == "gias":
             config = gias.GIASConfig(latent_iters=args.latent_iters, param_iters=args.param_iters,
                                      restarts=args.restarts, batch_size=args.batch,
                                      chunk_size=50)
-            result = gias.reconstruct(model, params, updates, jax.random.key(args.seed + 2),
-                                      config, input_shape=SHAPE,
+            result = gias.reconstruct(model, params, updates, key, config, input_shape=shape,
                                       generator=(spec, gen_params), labels=y,
                                       normalization=normalization, progress="gias")
             seconds = time.perf_counter() - t0
@@ -185,37 +254,44 @@ def run_gias(args, out: Path):
                                         result.latent_loss),
                                        ("gias", result.images, result.loss)):
                 row = row_of(name, x, images, result.labels, y, loss, seconds,
-                             {"attack": "gias", "latent_iters": args.latent_iters,
-                              "param_iters": args.param_iters if name == "gias" else 0,
-                              "restarts": args.restarts, "generator": gen_desc,
-                              "normalized": bool(args.normalize)})
+                             {**identity, "param_iters": args.param_iters
+                              if name == "gias" else 0})
                 np.savez_compressed(out / f"{name}.npz", x=np.asarray(x), images=images,
                                     labels=result.labels)
-                rows.append(row)
-                _append(out, row)
-        else:
-            iters = args.latent_iters + args.param_iters
-            lo, hi = ((0.0, 1.0) if not args.normalize else
-                      tuple(float(v[0]) for v in data.input_bounds(info)))
-            result = ig_batch(model, params, updates, y, jax.random.key(args.seed + 3),
-                              iters=iters, lr=0.1, tv=1e-4, bounds=(lo, hi),
-                              batch=args.batch, progress="ig")
-            seconds = time.perf_counter() - t0
+                _append(store, identity, row)
+            continue
+        if attack == "ig":
+            bounds = data.input_bounds(info) if args.normalize else (0.0, 1.0)
+            result = ig_batch(model, params, updates, y, key, iters=identity["iters"],
+                              lr=0.1, tv=1e-4, bounds=bounds, batch=args.batch,
+                              shape=shape, progress="ig")
             images = np.asarray(result.best["x"])
-            if args.normalize:
-                images = images * info.std[0] + info.mean[0]
-            row = row_of("ig", x, images, y, y, result.best_loss, seconds,
-                         {"attack": "ig", "iters": iters, "restarts": 1,
-                          "normalized": bool(args.normalize)})
-            np.savez_compressed(out / "ig.npz", x=np.asarray(x), images=images, labels=y)
-            rows.append(row)
-            _append(out, row)
-    return rows
+            images, labels, loss = (images * std + mean if args.normalize else images, y,
+                                    result.best_loss)
+        elif attack == "ggl":  # one image per victim (GGL's batch 1), iDLG's label
+            config = ggl.GGLConfig(population=args.population, generations=args.generations,
+                                   chunk=min(args.generations, 25))
+            result = ggl.reconstruct(model, params, updates, key, config,
+                                     generator=(spec, gen_params),
+                                     input_stats=normalization, progress="ggl")
+            images, labels, loss = result.images, result.labels, result.loss
+        else:  # grnn: its own untrained generator and joint labels, B images per victim
+            config = grnn.GRNNConfig(max_iters=args.iters, batch_size=args.batch,
+                                     optimizer=args.grnn_optimizer, lr=args.grnn_lr,
+                                     chunk_size=50)
+            result = grnn.reconstruct(model, params, updates, key, config,
+                                      input_shape=shape, normalization=normalization,
+                                      progress="grnn")
+            images, labels, loss = result.images, result.labels, result.loss
+        row = row_of(attack, x, images, labels, y, loss, time.perf_counter() - t0,
+                     identity)
+        np.savez_compressed(out / f"{attack}.npz", x=np.asarray(x), images=np.asarray(images),
+                            labels=np.asarray(labels))
+        _append(store, identity, row)
 
 
-def _append(out: Path, row: dict):
-    with open(out / "rows.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _append(store, identity: dict, row: dict):
+    store.add(identity, row)
     print(json.dumps({k: v for k, v in row.items() if k not in ("ssim", "psnr", "loss")}),
           flush=True)
 
@@ -224,15 +300,18 @@ def grid(out: Path, path: Path, names: list[str], per_row: int = 8):
     """A PNG: the originals (of the first setting), then each setting's reconstructions."""
     from PIL import Image  # noqa: PLC0415
     first = np.load(out / f"{names[0]}.npz")
-    rows_imgs = [first["x"].reshape(-1, *SHAPE)[:per_row]]
-    rows_imgs += [np.load(out / f"{n}.npz")["images"].reshape(-1, *SHAPE)[:per_row]
+    shape = first["x"].shape[2:]
+    rows_imgs = [first["x"].reshape(-1, *shape)[:per_row]]
+    rows_imgs += [np.load(out / f"{n}.npz")["images"].reshape(-1, *shape)[:per_row]
                   for n in names]
+    h, w, c = shape
     rows = []
     for imgs in rows_imgs:
-        pad = np.ones((imgs.shape[0], 30, 30))
-        pad[:, 1:29, 1:29] = np.clip(imgs[..., 0], 0, 1)
+        pad = np.ones((per_row, h + 2, w + 2, c))
+        pad[:imgs.shape[0], 1:h + 1, 1:w + 1] = np.clip(imgs, 0, 1)
         rows.append(np.concatenate(list(pad), axis=1))
     img = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+    img = img[..., 0] if c == 1 else img
     Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
     print("grid rows: original,", ", ".join(names), "->", path)
 
@@ -245,8 +324,13 @@ def matched(out: Path, names: list[str]):
         f = np.load(out / f"{name}.npz")
         x, r = f["x"], np.clip(f["images"], 0, 1)
         v, b = x.shape[:2]
-        s = metrics.ssim(x.reshape(-1, *SHAPE), r.reshape(-1, *SHAPE))
-        p = metrics.psnr(x.reshape(-1, *SHAPE), r.reshape(-1, *SHAPE))
+        shape = x.shape[2:]
+        if r.shape[1] != b:
+            print(f"{name}: {r.shape[1]} image(s) per victim for a batch of {b}; its rows "
+                  "are scored by best match already")
+            continue
+        s = metrics.ssim(x.reshape(-1, *shape), r.reshape(-1, *shape))
+        p = metrics.psnr(x.reshape(-1, *shape), r.reshape(-1, *shape))
         best_s, best_p = [], []
         for i in range(v):
             xs, rs = np.repeat(x[i], b, 0), np.tile(r[i], (b, 1, 1, 1))
@@ -265,12 +349,21 @@ def matched(out: Path, names: list[str]):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--attack", default="grnn", help="grnn, gias, ig (comma-separated)")
+    p.add_argument("--attack", default="grnn",
+                   help="grnn alone: the normalisation study; any of gias, ig, ggl (with "
+                        "grnn) : the batch comparison (comma-separated)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--data-source", default="auto", choices=data.SOURCES)
     p.add_argument("--victims", type=int, default=8)
     p.add_argument("--iters", type=int, default=1000, help="GRNN iterations (1,000)")
     p.add_argument("--settings", default="raw,norm-unmapped,norm-mapped")
     p.add_argument("--grnn-optimizer", default="rmsprop")
     p.add_argument("--grnn-lr", type=float, default=1e-4)
+    p.add_argument("--grnn-ig-iters", type=int, default=0,
+                   help="normalisation study: IG with this many iterations on the same "
+                        "victims, raw and normalised (0: none)")
+    p.add_argument("--population", type=int, default=50, help="GGL's CMA-ES population")
+    p.add_argument("--generations", type=int, default=500, help="GGL's generations")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--generator", default="mnist",
                    help="shipped name, generator file, or train_generator workdir")
@@ -298,10 +391,15 @@ def main(argv=None) -> int:
         matched(out, args.matched.split(","))
         return 0
     attacks = set(args.attack.split(","))
-    if "grnn" in attacks:
-        run_grnn(args, out)
-    if attacks & {"gias", "ig"}:
-        run_gias(args, out)
+    unknown = attacks - set(COMPARED)
+    if unknown:
+        p.error(f"unknown attack(s) {', '.join(sorted(unknown))}; valid: "
+                f"{', '.join(COMPARED)}")
+    store = results.KeyedRows(out / "rows.jsonl", report=False)
+    if attacks == {"grnn"}:
+        run_grnn(args, out, store)
+    else:
+        run_gias(args, out, store)
     report.write_report_safely(out, "rows.jsonl")
     return 0
 

@@ -46,6 +46,9 @@ def test_generative_rows_are_resumable(tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "w" / "results.jsonl").open()]
     assert [r["attack"] for r in rows] == ["ggl", "ig"]
     assert all(-1 <= r["ssim"] <= 1 and r["label_acc"] == 1.0 for r in rows)
+    # Keyed by every setting (jgi.results.KeyedRows): distinct ids, the GGL distance in
+    # GGL's identity.
+    assert len({r["row_id"] for r in rows}) == 2 and rows[0]["ggl_distance"] == "layer_l2"
     # --curve: GGL's best-match SSIM after each chunk (here one generation of 4), the
     # last point the row's own result.
     assert [c["evaluations"] for c in rows[0]["curve"]] == [4]
